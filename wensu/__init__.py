@@ -1,0 +1,14 @@
+"""wensu: long-context protein language models (ESM-2 compatible), Lightning + Hydra."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from wensu.alphabet import Alphabet, get_alphabet
+
+try:
+    __version__ = version("wensu")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["Alphabet", "get_alphabet", "__version__"]
