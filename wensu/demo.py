@@ -1,0 +1,109 @@
+"""The main job on the embedded default sample: preprocess → train → embed → evaluate.
+
+``make demo`` runs ``python -m wensu.demo``. Each step is the console script a user would call, so
+the demo exercises exactly the commands the README documents; every step resumes when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from wensu.resources import default_fasta
+
+
+def _script(name: str) -> str:
+    """Console script installed beside this interpreter (falls back to PATH)."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def _run(step: str, argv: list[str]) -> float:
+    print(f"\n=== {step}: {shlex.join(argv)}", flush=True)
+    start = time.perf_counter()
+    completed = subprocess.run(argv, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"demo: step '{step}' failed with exit code {completed.returncode}")
+    elapsed = time.perf_counter() - start
+    print(f"=== {step} done in {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+def build_steps(output: Path, fasta: Path) -> list[tuple[str, list[str]]]:
+    """The demo's commands, in order."""
+    data_dir = output / "dataset"
+    run_dir = output / "train"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    return [
+        (
+            "preprocess",
+            [_script("wensu-preprocess"), f"input=[{fasta}]", f"output={data_dir}"],
+        ),
+        (
+            "train",
+            [
+                _script("wensu-train"),
+                "experiment=quickstart",
+                f"data.dataset_dir={data_dir}",
+                f"hydra.run.dir={run_dir}",
+            ],
+        ),
+        (
+            "embed",
+            [
+                _script("wensu-embed"),
+                f"checkpoint={checkpoint}",
+                f"input={fasta}",
+                f"output={output / 'embeddings.h5'}",
+            ],
+        ),
+        (
+            "evaluate",
+            [
+                _script("wensu-eval"),
+                f"checkpoint={checkpoint}",
+                "subset=fast",
+                f"output={output / 'report'}",
+            ],
+        ),
+    ]
+
+
+def _print_summary(output: Path, timings: dict[str, float]) -> None:
+    print("\n=== wensu demo summary")
+    summary_path = output / "train" / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        ppl = summary.get("val_perplexity")
+        unigram = summary.get("unigram_perplexity")
+        if ppl is not None and unigram is not None:
+            print(f"validation perplexity {ppl:.3f} vs unigram baseline {unigram:.3f}")
+        if summary.get("loss_curve"):
+            print(f"loss curve: {summary['loss_curve']}")
+    print(f"run directory: {output / 'train'}")
+    print(f"embeddings:    {output / 'embeddings.h5'}")
+    print(f"report:        {output / 'report' / 'report.md'}")
+    print("timings (s):   " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the demo pipeline."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, default=Path("demo_output"))
+    parser.add_argument("--input", type=Path, default=None, help="FASTA (default: embedded sample)")
+    args = parser.parse_args(argv)
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    fasta = (args.input or default_fasta()).resolve()
+    timings = {step: _run(step, cmd) for step, cmd in build_steps(output, fasta)}
+    _print_summary(output, timings)
+
+
+if __name__ == "__main__":
+    main()
