@@ -137,7 +137,7 @@ def test_interrupted_write_keeps_old_shard_and_leaves_no_tmp(
         def broken_fsync(_path):
             raise OSError("disk full")
 
-        monkeypatch.setattr(shards, "_fsync_file", broken_fsync)
+        monkeypatch.setattr(shards, "fsync_file", broken_fsync)
 
     with pytest.raises(OSError, match="disk full"):
         write_shard(path, ids, seqs)

@@ -51,7 +51,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,7 +60,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (after a rename) to disk, where the filesystem allows."""
     # Makes the rename itself durable; some filesystems refuse fsync on directories.
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -142,13 +144,13 @@ def write_shard(
             for key in sorted(file_attrs):
                 h5.attrs[key] = file_attrs[key]
             h5.flush()
-        _fsync_file(tmp)
+        fsync_file(tmp)
         digest = sha256_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return {
         "path": f"{path.parent.name}/{path.name}",
         "records": n,
@@ -173,7 +175,7 @@ def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dataset_dir)
+    fsync_dir(dataset_dir)
     return path
 
 
