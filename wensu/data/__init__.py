@@ -1,37 +1,44 @@
-"""Data path: FASTA reading, HDF5 shards, token-budget batching, MLM masking."""
+"""Data path: FASTA reading, HDF5 shards, token-budget batching, MLM masking.
 
-from wensu.data.collate import collate_records, collate_tokens
-from wensu.data.dataset import ShardedDataset
-from wensu.data.masking import IGNORE_INDEX, mask_tokens
-from wensu.data.sampler import TokenBudgetBatchSampler
-from wensu.data.shards import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    SPLITS,
-    DatasetIntegrityError,
-    ManifestError,
-    read_manifest,
-    sha256_file,
-    shard_name,
-    write_manifest,
-    write_shard,
-)
+Exports resolve lazily (PEP 562) so that command-line tools that only read FASTA or write shards
+do not pay for importing torch.
+"""
 
-__all__ = [
-    "FORMAT_VERSION",
-    "IGNORE_INDEX",
-    "MANIFEST_NAME",
-    "SPLITS",
-    "DatasetIntegrityError",
-    "ManifestError",
-    "ShardedDataset",
-    "TokenBudgetBatchSampler",
-    "collate_records",
-    "collate_tokens",
-    "mask_tokens",
-    "read_manifest",
-    "sha256_file",
-    "shard_name",
-    "write_manifest",
-    "write_shard",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMAT_VERSION": "shards",
+    "MANIFEST_NAME": "shards",
+    "SPLITS": "shards",
+    "DatasetIntegrityError": "shards",
+    "ManifestError": "shards",
+    "read_manifest": "shards",
+    "sha256_file": "shards",
+    "shard_name": "shards",
+    "write_manifest": "shards",
+    "write_shard": "shards",
+    "ShardedDataset": "dataset",
+    "TokenBudgetBatchSampler": "sampler",
+    "collate_records": "collate",
+    "collate_tokens": "collate",
+    "IGNORE_INDEX": "masking",
+    "mask_tokens": "masking",
+    "CellShardDataset": "cells",
+    "collate_cells": "cells",
+    "read_fasta": "fasta",
+    "parse_header": "fasta",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wensu.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"wensu.data.{module}"), name)
+    globals()[name] = value
+    return value

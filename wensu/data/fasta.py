@@ -31,6 +31,11 @@ from typing import NamedTuple
 
 from wensu.alphabet import get_alphabet
 
+try:  # ISA-L inflates gzip 2-3x faster than zlib, with the same API; optional.
+    from isal import isal_zlib as _inflate_module
+except ImportError:  # pragma: no cover - depends on the environment
+    _inflate_module = zlib
+
 GZIP_MAGIC = b"\x1f\x8b"
 WHITESPACE = b" \t\r\n\v\f"
 DEFAULT_BLOCK_SIZE = 1 << 22
@@ -301,7 +306,8 @@ def is_gzip(path: Path) -> bool:
 
 
 def _gzip_blocks(handle, block_size: int) -> Iterator[bytes]:
-    inflater = zlib.decompressobj(31)
+    inflate = _inflate_module
+    inflater = inflate.decompressobj(31)
     pending = b""
     while True:
         chunk = pending or handle.read(block_size)
@@ -314,7 +320,7 @@ def _gzip_blocks(handle, block_size: int) -> Iterator[bytes]:
                 if out:
                     yield out
                 out = inflater.decompress(inflater.unconsumed_tail, _MAX_INFLATE)
-        except zlib.error as err:
+        except (zlib.error, inflate.error) as err:
             raise _StreamDamage(f"corrupt gzip data ({err})") from None
         if out:
             yield out
@@ -324,7 +330,7 @@ def _gzip_blocks(handle, block_size: int) -> Iterator[bytes]:
         if len(rest) < len(GZIP_MAGIC):
             rest += handle.read(block_size)
         if rest.startswith(GZIP_MAGIC):  # concatenated members, as `cat a.gz b.gz` makes
-            inflater, pending = zlib.decompressobj(31), rest
+            inflater, pending = inflate.decompressobj(31), rest
             continue
         while rest:  # only NUL padding may follow the last member
             if rest.strip(b"\x00"):
