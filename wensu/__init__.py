@@ -11,4 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Alphabet", "get_alphabet", "__version__"]
+__all__ = ["Alphabet", "get_alphabet", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    # ``wensu.load`` imports torch; resolve it lazily so ``import wensu`` stays light.
+    if name == "load":
+        from wensu.checkpoint import load
+
+        return load
+    raise AttributeError(f"module 'wensu' has no attribute {name!r}")

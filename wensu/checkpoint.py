@@ -1,0 +1,244 @@
+"""Loading and writing wensu checkpoints.
+
+A wensu checkpoint is a Lightning checkpoint whose ``hyper_parameters["model"]`` is
+``EncoderConfig.to_dict()`` (plain python types) and whose encoder weights sit under
+``state_dict["model.<name>"]``; everything in it loads with ``torch.load(weights_only=True)``.
+:func:`load` also takes the safetensors export of :mod:`wensu.export` and, through
+:func:`wensu.interop.load_esm2`, ESM-2 files (fair-esm or Hugging Face).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wensu.alphabet import Alphabet, get_alphabet
+from wensu.model import Encoder, EncoderConfig
+
+MODEL_PREFIX = "model."
+EXPORT_CONFIG_NAME = "wensu_config.json"
+EXPORT_WEIGHTS_NAME = "model.safetensors"
+EXPORT_FORMAT = "wensu-encoder"
+# Fields that decide parameter shapes or their meaning: a checkpoint must match them.
+ARCHITECTURE_FIELDS = (
+    "num_layers",
+    "d_model",
+    "num_heads",
+    "ffn_dim",
+    "vocab_size",
+    "ffn",
+    "moe_num_experts",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit; the message names the file and why."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint holds a model of another architecture than the one configured."""
+
+
+def is_wensu_checkpoint(checkpoint: Any) -> bool:
+    """Whether a loaded object is a wensu (Lightning) checkpoint."""
+    if not isinstance(checkpoint, Mapping):
+        return False
+    hparams = checkpoint.get("hyper_parameters")
+    return (
+        isinstance(hparams, Mapping)
+        and isinstance(hparams.get("model"), Mapping)
+        and isinstance(checkpoint.get("state_dict"), Mapping)
+    )
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+
+
+def load(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Encoder, Alphabet]:
+    """``(encoder in eval mode, alphabet)`` from a wensu checkpoint, export or ESM-2 file.
+
+    Accepts a Lightning checkpoint written by ``wensu-train`` (or
+    :func:`save_encoder_checkpoint`), a directory (or its ``model.safetensors``) written by
+    :func:`wensu.export.export_safetensors`, and anything :func:`wensu.interop.load_esm2`
+    reads. Raises :class:`CheckpointError` (a ``ValueError``) naming the file.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / EXPORT_CONFIG_NAME).is_file():
+        return load_export(path, map_location), get_alphabet()
+    if path.is_file() and path.suffix == ".safetensors":
+        if (path.parent / EXPORT_CONFIG_NAME).is_file():
+            return load_export(path.parent, map_location), get_alphabet()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+    if path.is_file() and path.suffix not in (".safetensors", ".json"):
+        try:
+            checkpoint = _torch_load(path, map_location)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+            checkpoint = None  # e.g. a fair-esm file (argparse.Namespace): load_esm2 handles it
+        if is_wensu_checkpoint(checkpoint):
+            encoder = encoder_from_checkpoint(checkpoint, str(path))
+            return _place(encoder, map_location), get_alphabet()
+    from wensu.interop import load_esm2
+
+    return _place(load_esm2(path), map_location).eval(), get_alphabet()
+
+
+def _place(encoder: Encoder, map_location: Any) -> Encoder:
+    return encoder if map_location is None else encoder.to(map_location)
+
+
+def encoder_from_checkpoint(checkpoint: Mapping[str, Any], source: str) -> Encoder:
+    """Rebuild the encoder from a loaded wensu checkpoint (strict: every tensor must fit)."""
+    config = EncoderConfig.from_dict(checkpoint["hyper_parameters"]["model"], source=source)
+    state = {
+        name[len(MODEL_PREFIX) :]: tensor
+        for name, tensor in checkpoint["state_dict"].items()
+        if name.startswith(MODEL_PREFIX)
+    }
+    encoder = Encoder(config)
+    _load_state(encoder, state, source)
+    return encoder.eval()
+
+
+def _load_state(encoder: Encoder, state: Mapping[str, torch.Tensor], source: str) -> None:
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        name
+        for name in set(expected) & set(state)
+        if tuple(expected[name].shape) != tuple(state[name].shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            name = wrong[0]
+            parts.append(
+                f"shape of {name}: {tuple(state[name].shape)} in the file, "
+                f"{tuple(expected[name].shape)} in the model"
+            )
+        raise CheckpointError(f"{source}: encoder weights do not fit ({'; '.join(parts)})")
+    encoder.load_state_dict(state, strict=True)
+
+
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``model`` hyper-parameters stored in a wensu checkpoint (tensors are memory-mapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = _torch_load(path, "cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if not is_wensu_checkpoint(checkpoint):
+        raise CheckpointError(
+            f"{path}: not a wensu training checkpoint (no model hyper-parameters)"
+        )
+    return dict(checkpoint["hyper_parameters"]["model"])
+
+
+def check_architecture(saved: Mapping[str, Any], wanted: EncoderConfig, source: str) -> None:
+    """Raise :class:`CheckpointMismatchError` when ``saved`` describes another architecture.
+
+    The attention backend and window may differ (e.g. fine-tuning a dense model with windowed
+    attention for long sequences): they change no parameter.
+    """
+    defaults = EncoderConfig().to_dict()
+    wanted_dict = wanted.to_dict()
+    differing = [
+        name for name in ARCHITECTURE_FIELDS if saved.get(name, defaults[name]) != wanted_dict[name]
+    ]
+    if differing:
+        have = ", ".join(f"{n}={saved.get(n, defaults[n])}" for n in differing)
+        want = ", ".join(f"{n}={wanted_dict[n]}" for n in differing)
+        raise CheckpointMismatchError(
+            f"{source}: checkpoint holds a model with {have} but the config asks for {want} "
+            "(choose the matching model=... config or another checkpoint)"
+        )
+
+
+def load_encoder_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
+    """Copy the weights at ``path`` (anything :func:`load` reads) into ``encoder``.
+
+    The architectures must match (:func:`check_architecture`); attention settings may differ.
+    """
+    loaded, _ = load(path)
+    check_architecture(loaded.cfg.to_dict(), encoder.cfg, str(path))
+    _load_state(encoder, loaded.state_dict(), str(path))
+    return encoder
+
+
+def save_encoder_checkpoint(
+    encoder: Encoder, path: str | os.PathLike, hyper_parameters: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a minimal Lightning-compatible wensu checkpoint of ``encoder`` (atomically).
+
+    ``hyper_parameters`` adds plain-typed entries next to ``model`` (e.g. ``max_length``).
+    """
+    import lightning
+
+    path = Path(path)
+    hparams = {"model": encoder.cfg.to_dict(), **dict(hyper_parameters or {})}
+    checkpoint = {
+        "state_dict": {
+            f"{MODEL_PREFIX}{name}": tensor.detach().cpu().clone()
+            for name, tensor in encoder.state_dict().items()
+        },
+        "hyper_parameters": hparams,
+        "hparams_name": "kwargs",
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    save_atomic(checkpoint, path)
+    return path
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_export(directory: Path, map_location: Any = "cpu") -> Encoder:
+    """Encoder from a :func:`wensu.export.export_safetensors` directory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path = directory / EXPORT_CONFIG_NAME
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config_path}: unreadable export config ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{config_path}: not a wensu export (format != {EXPORT_FORMAT!r})")
+    weights = directory / EXPORT_WEIGHTS_NAME
+    try:
+        state = load_file(weights, device=str(map_location or "cpu"))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({error})") from None
+    encoder = Encoder(EncoderConfig.from_dict(meta["model"], source=str(config_path)))
+    encoder = encoder.to(map_location or "cpu")
+    _load_state(encoder, state, str(weights))
+    return encoder.eval()

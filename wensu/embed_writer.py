@@ -1,0 +1,355 @@
+"""Crash-safe writing of embeddings: HDF5 segments merged into one file, or one file per sequence.
+
+HDF5 is not safe against a killed writer (metadata cached in memory can leave the whole file
+unreadable), so ``wensu-embed`` never writes into the final ``.h5`` while embedding. Each worker
+streams groups into a segment file in ``<output>.parts/`` (``seg-*.h5.tmp``), and every
+``segment_sequences`` sequences it flushes, fsyncs and renames it to ``seg-*.h5``: a renamed
+segment is complete, a ``.tmp`` one is discarded on rerun, so its sequences are redone. When all
+sequences are embedded, the segments (and an already existing output, for appends) are copied
+into ``<output>.tmp``, which is fsynced and renamed over ``<output>``; then the parts folder goes.
+Within a group the ``complete`` attribute is written last, and readers skip groups without it.
+
+``format=npz|pt`` writes one file per sequence into the output directory, each atomically
+(temporary name, rename), so a present file is a complete one.
+
+The settings that change the numbers (checkpoint hash, layers, pooling, dtype, long-sequence
+handling, precision) are stored with the parts, in the output file and in the npz/pt folder; a
+run whose settings differ refuses to add to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from wensu.embeddings import (
+    ESM_KEYS,
+    FORMAT_VERSION,
+    SequenceEmbedding,
+    decode_id,
+    encode_id,
+    layer_name,
+)
+
+FORMATS = ("h5", "npz", "pt")
+SETTINGS_NAME = "settings.json"
+DIR_SETTINGS_NAME = "wensu-embed.json"
+# Test hook: a writer announces on stderr and sleeps after writing N sequences (so a test can
+# kill -9 it with a segment half full).
+SLEEP_AFTER_ENV = "WENSU_EMBED_TEST_SLEEP_AFTER"
+
+
+class OutputError(ValueError):
+    """The output path cannot be used: not writable, or made with different settings."""
+
+
+def parts_dir_of(output: Path) -> Path:
+    """Folder of in-progress HDF5 segments for ``output``."""
+    return output.with_name(output.name + ".parts")
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+
+
+def _mismatch(path: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    diffs = [
+        f"{key}: file has {stored.get(key)!r}, this run {wanted[key]!r}"
+        for key in wanted
+        if stored.get(key) != wanted[key]
+    ]
+    if diffs:
+        raise OutputError(
+            f"{path} was made with different settings ({'; '.join(diffs)}); "
+            "refusing to add to it: choose another output path or delete it"
+        )
+
+
+def write_group(
+    handle: h5py.File,
+    record_id: str,
+    length: int,
+    embedding: SequenceEmbedding,
+    per_residue_dtype: str,
+) -> None:
+    """Write one sequence's group; ``complete`` is set only after every dataset exists."""
+    name = encode_id(record_id)
+    if name in handle:
+        del handle[name]
+    group = handle.create_group(name)
+    group.attrs["id"] = record_id
+    group.attrs["length"] = length
+    for layer, kinds in sorted(embedding.items()):
+        layer_group = group.create_group(layer_name(layer))
+        for kind, values in kinds.items():
+            dtype = per_residue_dtype if kind == "per_residue" else "float32"
+            layer_group.create_dataset(kind, data=np.asarray(values, dtype=dtype))
+    group.attrs["complete"] = True
+
+
+def _h5_ids(path: Path) -> set[str]:
+    with h5py.File(path, "r") as handle:
+        return {decode_id(name) for name, g in handle.items() if g.attrs.get("complete", False)}
+
+
+def _h5_settings(handle: h5py.File) -> dict[str, Any]:
+    raw = handle.attrs.get("settings")
+    return json.loads(raw) if raw is not None else {}
+
+
+@contextlib.contextmanager
+def output_lock(output: Path, fmt: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``output`` so two runs never write it at once.
+
+    ``flock`` locks die with their process, so a killed run leaves nothing to clean up.
+    """
+    path = output / ".lock" if fmt != "h5" else output.with_name(output.name + ".lock")
+    handle = open(path, "a")  # noqa: SIM115 - held open for the duration of the run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"output {output} is being written by another wensu-embed run ({path} is locked)"
+            ) from None
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        handle.close()
+
+
+def check_writable(output: Path, fmt: str) -> None:
+    """Fail early, before any work, when ``output`` cannot be created or written."""
+    if fmt == "h5" and output.is_dir():
+        raise OutputError(f"output {output} is a directory; format=h5 needs a file path")
+    if fmt != "h5" and output.exists() and not output.is_dir():
+        raise OutputError(f"output {output} is a file; format={fmt} writes a directory")
+    folder = output if fmt != "h5" else output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".wensu-embed-probe-{uuid.uuid4().hex}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise OutputError(f"cannot write output {output}: {reason}") from None
+
+
+def prepare_output(output: Path, fmt: str, settings: Mapping[str, Any]) -> set[str]:
+    """Create the output location, check it matches ``settings``, return the ids already done."""
+    if fmt not in FORMATS:
+        raise OutputError(f"format must be one of {FORMATS}, got {fmt!r}")
+    try:
+        return _prepare_h5(output, settings) if fmt == "h5" else _prepare_dir(output, settings)
+    except PermissionError as err:
+        raise OutputError(f"cannot write output {output}: {err.strerror}") from None
+    except OSError as err:
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(f"cannot write output {output}: {err}") from None
+
+
+def _prepare_h5(output: Path, settings: Mapping[str, Any]) -> set[str]:
+    check_writable(output, "h5")
+    done: set[str] = set()
+    if output.exists():
+        try:
+            with h5py.File(output, "r") as handle:
+                _mismatch(output, _h5_settings(handle), settings)
+        except OSError as err:
+            raise OutputError(f"output {output} exists but is not an HDF5 file ({err})") from None
+        done |= _h5_ids(output)
+    parts = parts_dir_of(output)
+    settings_path = parts / SETTINGS_NAME
+    if settings_path.exists():
+        _mismatch(parts, json.loads(settings_path.read_text()), settings)
+    parts.mkdir(exist_ok=True)
+    for stale in parts.glob("*.tmp"):
+        stale.unlink()
+    _atomic_write_text(settings_path, json.dumps(dict(settings), sort_keys=True))
+    for segment in sorted(parts.glob("seg-*.h5")):
+        done |= _h5_ids(segment)
+    return done
+
+
+def _prepare_dir(output: Path, settings: Mapping[str, Any]) -> set[str]:
+    check_writable(output, settings["format"])
+    settings_path = output / DIR_SETTINGS_NAME
+    if settings_path.exists():
+        _mismatch(output, json.loads(settings_path.read_text()).get("settings", {}), settings)
+    else:
+        _atomic_write_text(settings_path, json.dumps({"settings": dict(settings)}, sort_keys=True))
+    for stale in output.glob("*.tmp"):
+        stale.unlink()
+    return per_sequence_ids(output, settings["format"])
+
+
+def per_sequence_ids(output_dir: Path, fmt: str) -> set[str]:
+    """Ids that have a (complete, since atomically written) ``.npz``/``.pt`` file."""
+    suffix = f".{fmt}"
+    return {decode_id(p.name[: -len(suffix)]) for p in output_dir.glob(f"*{suffix}")}
+
+
+class _SleepHook:
+    """Sleeps after the N-th written sequence when the test environment variable is set."""
+
+    def __init__(self) -> None:
+        value = os.environ.get(SLEEP_AFTER_ENV)
+        self.after = int(value) if value else None
+        self.count = 0
+
+    def written(self) -> None:
+        self.count += 1
+        if self.after is not None and self.count >= self.after:
+            print(f"{SLEEP_AFTER_ENV}: sleeping after {self.count}", file=sys.stderr, flush=True)
+            time.sleep(3600)
+
+
+class SegmentWriter:
+    """Streams groups into HDF5 segment files in the parts folder, committing every N sequences."""
+
+    def __init__(self, parts_dir: Path, per_residue_dtype: str, segment_sequences: int):
+        self.parts_dir = parts_dir
+        self.per_residue_dtype = per_residue_dtype
+        self.segment_sequences = max(1, segment_sequences)
+        self._handle: h5py.File | None = None
+        self._path: Path | None = None
+        self._pending = 0
+        self._hook = _SleepHook()
+
+    def write(self, record_id: str, length: int, embedding: SequenceEmbedding) -> None:
+        """Add one sequence; it becomes durable when its segment is committed."""
+        if self._handle is None:
+            self._path = self.parts_dir / f"seg-{uuid.uuid4().hex}.h5"
+            self._handle = h5py.File(self._path.with_name(self._path.name + ".tmp"), "w")
+        write_group(self._handle, record_id, length, embedding, self.per_residue_dtype)
+        self._pending += 1
+        self._hook.written()
+        if self._pending >= self.segment_sequences:
+            self.commit()
+
+    def commit(self) -> None:
+        """Close the open segment and rename it into place (nothing to do when none is open)."""
+        if self._handle is None or self._path is None:
+            return
+        self._handle.flush()
+        self._handle.close()
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        _fsync_path(tmp)
+        os.replace(tmp, self._path)
+        _fsync_path(self.parts_dir)
+        self._handle, self._pending = None, 0
+
+    close = commit
+
+
+class PerSequenceFileWriter:
+    """One fair-esm-style ``.pt`` or ``.npz`` file per sequence, each written atomically."""
+
+    def __init__(self, output_dir: Path, fmt: str, per_residue_dtype: str):
+        self.output_dir = output_dir
+        self.fmt = fmt
+        self.per_residue_dtype = per_residue_dtype
+        self._hook = _SleepHook()
+
+    def write(self, record_id: str, length: int, embedding: SequenceEmbedding) -> None:
+        """Write ``<encoded id>.<fmt>`` with keys ``label`` and ``*_representations``."""
+        path = self.output_dir / f"{encode_id(record_id)}.{self.fmt}"
+        tmp = path.with_name(path.name + ".tmp")
+        nested: dict[str, dict[int, np.ndarray]] = {}
+        for layer, kinds in sorted(embedding.items()):
+            for kind, values in kinds.items():
+                dtype = self.per_residue_dtype if kind == "per_residue" else "float32"
+                nested.setdefault(ESM_KEYS[kind], {})[layer] = np.asarray(values, dtype=dtype)
+        with open(tmp, "wb") as handle:
+            if self.fmt == "pt":
+                payload: dict[str, Any] = {"label": record_id}
+                for key, by_layer in nested.items():
+                    payload[key] = {k: torch.from_numpy(v) for k, v in by_layer.items()}
+                torch.save(payload, handle)
+            else:
+                flat = {
+                    f"{key}/{k}": v for key, by_layer in nested.items() for k, v in by_layer.items()
+                }
+                np.savez(handle, label=np.array(record_id), **flat)
+        os.replace(tmp, path)
+        self._hook.written()
+
+    def close(self) -> None:
+        """Nothing is buffered; present for symmetry with :class:`SegmentWriter`."""
+
+
+def finalize_h5(output: Path, attrs: Mapping[str, Any]) -> int:
+    """Merge committed segments (and an existing ``output``) atomically into ``output``.
+
+    Returns the number of sequences in the final file. Order-independent: groups are keyed by id.
+    """
+    parts = parts_dir_of(output)
+    segments = sorted(parts.glob("seg-*.h5")) if parts.exists() else []
+    if not segments and output.exists():
+        if parts.exists():
+            shutil.rmtree(parts)
+        with h5py.File(output, "r") as handle:
+            return len(handle)
+    tmp = output.with_name(output.name + ".tmp")
+    if output.exists():
+        shutil.copyfile(output, tmp)
+    with h5py.File(tmp, "a" if output.exists() else "w") as dst:
+        for key, value in attrs.items():
+            dst.attrs[key] = value
+        for segment in segments:
+            with h5py.File(segment, "r") as src:
+                for name, group in src.items():
+                    if not group.attrs.get("complete", False):
+                        continue
+                    if name in dst:
+                        del dst[name]
+                    src.copy(group, dst, name=name)
+        count = len(dst)
+    _fsync_path(tmp)
+    os.replace(tmp, output)
+    _fsync_path(output.parent)
+    if parts.exists():
+        shutil.rmtree(parts)
+    return count
+
+
+def write_dir_attrs(output_dir: Path, attrs: Mapping[str, Any]) -> None:
+    """Record the run's metadata beside per-sequence files (``wensu-embed.json``)."""
+    payload = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}
+    for key in ("model_config", "settings"):
+        if isinstance(payload.get(key), str):
+            payload[key] = json.loads(payload[key])
+    payload["format_version"] = FORMAT_VERSION
+    _atomic_write_text(
+        output_dir / DIR_SETTINGS_NAME, json.dumps(payload, sort_keys=True, indent=2)
+    )

@@ -1,0 +1,266 @@
+"""LightningModule for masked-language-model pretraining of a wensu ``Encoder``.
+
+Randomness is a pure function of (seed, rank, batch counter): before each training batch the
+global torch generator (dropout) and a device generator (masking) are reseeded from it, as
+fairseq does per update. A resumed run therefore draws exactly the masks and dropout of an
+uninterrupted one, on any number of ranks, and validation masks depend only on
+(``masking.val_seed``, rank, batch index), so validation losses compare across runs.
+
+The loss is the mean cross-entropy over the masked positions only; the output head runs on those
+positions alone (15% of the tokens), and the MoE load-balancing loss (``out["aux_loss"]``,
+already weighted by the encoder) is added to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from wensu.alphabet import get_alphabet
+from wensu.data.masking import IGNORE_INDEX, mask_tokens
+from wensu.model import Encoder
+from wensu.model.config import EncoderConfig
+from wensu.train.metrics import MaskedLMMetric
+from wensu.train.schedule import WarmupDecay, build_scheduler
+from wensu.train.settings import (
+    MaskingSettings,
+    OptimSettings,
+    ScheduleSettings,
+    build_section,
+)
+
+# Distinct streams derived from the same seed.
+_STREAM_MASK, _STREAM_DROPOUT, _STREAM_VAL = 1, 2, 3
+_NO_DECAY_NAMES = ("bias", "b1", "b2")
+CHECKPOINT_KEY = "wensu"
+
+
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed mixing ``parts`` (non-negative ints) through numpy's SeedSequence."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def lm_head_logits(encoder: Encoder, hidden: Tensor) -> Tensor:
+    """ESM-2 output head on final representations ``hidden [..., d]`` -> logits ``[..., V]``."""
+    return encoder.lm_head(hidden, encoder.embed_tokens.weight)
+
+
+class MaskedLMModule(LightningModule):
+    """Masked-LM pretraining: 15% of residues selected (80/10/10), loss on those only.
+
+    Hyper-parameters are plain dicts (``model`` is ``EncoderConfig.to_dict()``), so checkpoints
+    load with ``torch.load(weights_only=True)``; ``max_length`` records the training context
+    in residues for downstream tools.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optim: Mapping[str, Any] | None = None,
+        schedule: Mapping[str, Any] | None = None,
+        masking: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        max_length: int | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.encoder_config = EncoderConfig.from_dict(dict(model))
+        self.optim_settings = build_section(OptimSettings, optim, "optim")
+        self.schedule_settings = build_section(ScheduleSettings, schedule, "schedule")
+        self.masking_settings = build_section(MaskingSettings, masking, "masking")
+        self.save_hyperparameters(
+            {
+                "model": self.encoder_config.to_dict(),
+                "optim": dataclass_dict(self.optim_settings),
+                "schedule": dataclass_dict(self.schedule_settings),
+                "masking": dataclass_dict(self.masking_settings),
+                "seed": int(seed),
+                "max_length": None if max_length is None else int(max_length),
+                "compile": bool(compile),
+            }
+        )
+        self.model = Encoder(self.encoder_config)
+        if compile:
+            self.model.compile()
+        self.alphabet = get_alphabet()
+        self.seed = int(seed)
+        self.train_metric = MaskedLMMetric()
+        self.val_metric = MaskedLMMetric()
+        self.batches_trained = 0  # training batches run over the whole run (all sessions)
+        # Non-pad tokens trained on, all ranks: a python int (single process) plus a device
+        # tensor summed across ranks (DDP), so counting never waits for the device.
+        self._tokens_host = 0
+        self._tokens_device: Tensor | None = None
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    # ---- loss -----------------------------------------------------------------------------
+
+    def forward(self, tokens: Tensor) -> dict[str, Tensor]:
+        return self.model(tokens)
+
+    def masked_lm_step(self, tokens: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """Mask ``tokens``, run the encoder; loss sums over the masked positions."""
+        inputs, labels = mask_tokens(
+            tokens, self.alphabet, mask_prob=self.masking_settings.mask_prob, generator=generator
+        )
+        last = self.encoder_config.num_layers
+        out = self.model(inputs, repr_layers=(last,), return_logits=False)
+        selected = labels != IGNORE_INDEX
+        targets = labels[selected]
+        logits = lm_head_logits(self.model, out["representations"][last][selected])
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        count = selected.sum()
+        mlm_loss = loss_sum / count.clamp(min=1)
+        aux_loss = out.get("aux_loss")
+        if aux_loss is None:
+            aux_loss = mlm_loss.new_zeros(())
+        return {
+            "loss": mlm_loss + aux_loss,
+            "mlm_loss": mlm_loss,
+            "aux_loss": aux_loss,
+            "loss_sum": loss_sum.detach(),
+            "correct": (logits.detach().argmax(-1) == targets).sum(),
+            "count": count,
+        }
+
+    def _generator(self, device: torch.device, seed: int) -> torch.Generator:
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        return generator
+
+    # ---- training / validation --------------------------------------------------------------
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        tokens = batch["tokens"]
+        rank, counter = self.global_rank, self.batches_trained
+        torch.manual_seed(stream_seed(self.seed, _STREAM_DROPOUT, rank, counter))
+        generator = self._generator(
+            tokens.device, stream_seed(self.seed, _STREAM_MASK, rank, counter)
+        )
+        result = self.masked_lm_step(tokens, generator)
+        self.batches_trained += 1
+        self._count_tokens(tokens, batch.get("num_tokens"))
+        mlm = result["mlm_loss"].detach()
+        self.log("train/loss", mlm, prog_bar=True)
+        self.log("train/perplexity", torch.exp(mlm.clamp(max=80.0)))
+        self.log("train/accuracy", result["correct"] / result["count"].clamp(min=1))
+        if self.encoder_config.ffn == "moe":
+            self.log("train/aux_loss", result["aux_loss"].detach())
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], prog_bar=True)
+        return result["loss"]
+
+    def _count_tokens(self, tokens: Tensor, num_tokens: int | None) -> None:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            local = (tokens != self.alphabet.padding_idx).sum().float()
+            total = self.trainer.strategy.reduce(local, reduce_op="sum").long()
+            if self._tokens_device is None:
+                self._tokens_device = total
+            else:
+                self._tokens_device = self._tokens_device + total
+        elif num_tokens is not None:
+            self._tokens_host += int(num_tokens)
+        else:
+            self._tokens_host += int((tokens != self.alphabet.padding_idx).sum())
+
+    @property
+    def tokens_seen(self) -> int:
+        """Non-pad tokens trained on so far, over all ranks and resumed sessions."""
+        device = int(self._tokens_device) if self._tokens_device is not None else 0
+        return self._tokens_host + device
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        tokens = batch["tokens"]
+        seed = stream_seed(self.masking_settings.val_seed, _STREAM_VAL, self.global_rank, batch_idx)
+        result = self.masked_lm_step(tokens, self._generator(tokens.device, seed))
+        self.val_metric.update(result["loss_sum"], result["correct"], result["count"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log("val/loss", values["loss"], sync_dist=True)
+        self.log("val/perplexity", values["perplexity"], sync_dist=True)
+        self.log("val/accuracy", values["accuracy"], sync_dist=True)
+        self.log("val/masked_tokens", values["masked_tokens"].float(), sync_dist=True)
+
+    # ---- optimisation -----------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            (no_decay if param.ndim < 2 or leaf in _NO_DECAY_NAMES else decay).append(param)
+        settings = self.optim_settings
+        groups = [
+            {"params": decay, "weight_decay": settings.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = _adamw(groups, settings)
+        schedule = WarmupDecay(
+            warmup_steps=int(self.schedule_settings.warmup_steps),
+            total_steps=self._total_steps(),
+            decay=self.schedule_settings.decay,
+            min_lr_ratio=float(self.schedule_settings.min_lr_ratio),
+        )
+        scheduler = build_scheduler(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def _total_steps(self) -> int:
+        if self.schedule_settings.total_steps:
+            return int(self.schedule_settings.total_steps)
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return int(self.trainer.max_steps)
+        return max(int(self.trainer.estimated_stepping_batches), 1)
+
+    # ---- checkpoint state -------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "format_version": 1,
+            "batches_trained": int(self.batches_trained),
+            "tokens_seen": int(self.tokens_seen),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(CHECKPOINT_KEY, {})
+        self.batches_trained = int(state.get("batches_trained", 0))
+        self._tokens_host = int(state.get("tokens_seen", 0))
+        self._tokens_device = None
+
+
+def dataclass_dict(settings: Any) -> dict[str, Any]:
+    """Plain dict of a settings dataclass (lists stay lists)."""
+    return dataclasses.asdict(settings)
+
+
+def _adamw(groups: list[dict[str, Any]], settings: OptimSettings) -> torch.optim.AdamW:
+    """AdamW; ``fused=None`` picks the fused kernel where the parameters' device has it."""
+    kwargs = {"lr": settings.lr, "betas": tuple(settings.betas), "eps": settings.eps}
+    params = [p for g in groups for p in g["params"]]
+    fused = settings.fused
+    if fused is None:
+        fused = bool(params) and all(
+            p.device.type in ("cuda", "cpu") and p.dtype in (torch.float32, torch.bfloat16)
+            for p in params
+        )
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError):
+            if settings.fused:
+                raise
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
