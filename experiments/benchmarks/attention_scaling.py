@@ -1,13 +1,15 @@
 """Attention scaling: dense vs chunked vs flex, forward+backward time and peak memory vs length.
 
-What is timed: ONE `wensu.model.layers.SelfAttention` layer with the ESM-2 8M shape (d_model
-320, 20 heads of 16) including its q/k/v/out projections, rotary and the per-batch mask
-preparation, on one sequence (batch 1) with the pattern window=256, num_global=1. Each
-(backend, length) runs in a fresh subprocess that times the forward pass alone (no grad) and
-forward+backward: the best of `--repeats` steps after one warm-up step (which also compiles
-flex), and the peak memory of one more step above the memory held before it (CPU: the
-resident-set high-water mark, reset through /proc/self/clear_refs, with glibc returning freed
-blocks to the OS; CUDA: torch.cuda.max_memory_allocated).
+What is timed (`--scope`): `attention` (default) is the backend alone, mask preparation plus
+attention on q, k, v [1, 20, L, 16] (the ESM-2 8M head shape) with gradients into q, k, v;
+`layer` is one `wensu.model.layers.SelfAttention` (d_model 320, 20 heads) with its q/k/v/out
+projections and rotary, whose cost is the same for every backend. Pattern: window=256,
+num_global=1, batch 1. Each (backend, length) runs in a fresh subprocess that times the
+forward pass alone (no grad) and forward+backward: the best of at least `--repeats` steps
+after one warm-up step (which also compiles flex), and the peak memory of one more step above
+the memory held before it (CPU: the resident-set high-water mark, reset through
+/proc/self/clear_refs, with glibc returning freed blocks to the OS; CUDA:
+torch.cuda.max_memory_allocated).
 
 Lengths whose predicted time (fwd + fwd+bwd) exceeds `--time-cap` (extrapolated from the last:
 quadratic for dense, linear otherwise) are recorded as skipped; a step that needs more than
@@ -15,6 +17,7 @@ quadratic for dense, linear otherwise) are recorded as skipped; a step that need
 CPU flex has no backward in PyTorch, so there it is timed forward-only (inference).
 
     nice .venv/bin/python -P experiments/benchmarks/attention_scaling.py          # CPU
+    nice .venv/bin/python -P experiments/benchmarks/attention_scaling.py --scope layer
     .venv/bin/python -P experiments/benchmarks/attention_scaling.py --device cuda \\
         --lengths 1024 2048 4096 8192 16384 32768 65536 131072
 """
@@ -150,7 +153,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def measure_attention(spec: dict) -> dict:
-    """Time one attention layer on `spec["seq_len"]` tokens (runs inside the worker)."""
+    """Time the backend (or one layer) on `spec["seq_len"]` tokens (runs inside the worker)."""
     from wensu.model.attention import AttentionPattern, build_backend
     from wensu.model.layers import SelfAttention
     from wensu.model.rotary import rotary_tables
@@ -158,27 +161,42 @@ def measure_attention(spec: dict) -> dict:
     device = torch.device(spec["device"])
     seq_len, d_model, heads = spec["seq_len"], spec["d_model"], spec["heads"]
     torch.manual_seed(0)
-    layer = SelfAttention(d_model, heads).to(device)
     pattern = AttentionPattern(spec["window"], spec["num_global"])
     backend = build_backend(spec["backend"], pattern, spec["block_size"])
-    x = torch.randn(1, seq_len, d_model, device=device, requires_grad=True)
-    rotary = rotary_tables(seq_len, d_model // heads, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if spec["scope"] == "layer":
+        layer = SelfAttention(d_model, heads).to(device)
+        inputs = [torch.randn(1, seq_len, d_model, device=device, requires_grad=True)]
+        rotary = rotary_tables(seq_len, d_model // heads, device=device)
+
+        def forward() -> torch.Tensor:
+            return layer(inputs[0], rotary, backend.prepare(None, seq_len, device))[0]
+
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        shape = (1, heads, seq_len, d_model // heads)
+        inputs = [
+            torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
+        ]
+
+        def forward() -> torch.Tensor:
+            return backend.prepare(None, seq_len, device)(*inputs)
 
     def step(backward: bool) -> None:
         with torch.set_grad_enabled(backward), autocast:
-            prepared = backend.prepare(None, seq_len, device)
-            out, _ = layer(x, rotary, prepared)
+            out = forward()
         if backward:
             out.float().square().mean().backward()
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
+            for tensor in inputs:
+                tensor.grad = None
         synchronize(device)
 
     def measure(backward: bool) -> tuple[float, int]:
         step(backward)  # warm-up (and flex compilation)
-        times = []
-        for _ in range(spec["repeats"]):
+        times: list[float] = []
+        # At least `repeats` steps, more (up to 10) while they add up to under `min_time`:
+        # the minimum of more samples is steadier on a shared machine.
+        while len(times) < spec["repeats"] or (sum(times) < spec["min_time"] and len(times) < 10):
             start = time.perf_counter()
             step(backward)
             times.append(time.perf_counter() - start)
@@ -226,7 +244,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--d-model", type=int, default=320)
     parser.add_argument("--heads", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--scope",
+        choices=["attention", "layer"],
+        default="attention",
+        help="attention: the backend on q, k, v; layer: SelfAttention with its projections",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="minimum timed steps")
+    parser.add_argument("--min-time", type=float, default=8.0, help="keep timing up to this")
     parser.add_argument("--time-cap", type=float, default=30.0, help="max predicted s per step")
     parser.add_argument("--mem-cap-gb", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=None)
@@ -263,7 +288,9 @@ def main(argv: list[str] | None = None) -> None:
                     "block_size": args.block_size,
                     "d_model": args.d_model,
                     "heads": args.heads,
+                    "scope": args.scope,
                     "repeats": args.repeats,
+                    "min_time": args.min_time,
                     "mem_cap_gb": args.mem_cap_gb,
                 }
                 timeout = 180 + (args.repeats + 2) * args.time_cap
@@ -300,14 +327,19 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "attention_scaling",
         **environment(device),
         "setup": {
-            "what": "one SelfAttention layer (projections + rotary + attention), batch 1",
+            "what": {
+                "attention": "the backend alone: mask preparation + attention on q, k, v",
+                "layer": "one SelfAttention: projections, rotary, mask preparation, attention",
+            }[args.scope],
+            "scope": args.scope,
+            "batch": 1,
             "d_model": args.d_model,
             "heads": args.heads,
             "window": args.window,
             "num_global": args.num_global,
             "block_size": args.block_size,
             "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "repeats": args.repeats,
+            "timing": f"best of >= {args.repeats} steps, up to 10 while under {args.min_time} s",
             "time_cap_s": args.time_cap,
             "mem_cap_gb": args.mem_cap_gb,
             "memory": "CUDA max_memory_allocated"
@@ -323,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
             "measured_speedup_at_8192": speedup_8k,
         },
     }
-    out = args.out or DEFAULT_OUT / f"attention_scaling_{device.type}.json"
+    suffix = "" if args.scope == "attention" else f"_{args.scope}"
+    out = args.out or DEFAULT_OUT / f"attention_scaling{suffix}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

@@ -267,18 +267,12 @@ def test_float16_rounded_rotary_frequencies_are_detected(hf_model_2_layers):
     state = dict(hf_model_2_layers.state_dict())
     key = "esm.rotary_embeddings.inv_freq"
     state[key] = state[key].half().float()
-    with pytest.warns(UserWarning, match="rotary inv_freq"):
-        from_hf(state, hf_model_2_layers.config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        from_hf(hf_model_2_layers.state_dict(), hf_model_2_layers.config)
+    rounded = from_hf(state, hf_model_2_layers.config)
+    assert rounded.cfg.rotary_inv_freq == state[key].tolist()
+    exact = from_hf(hf_model_2_layers.state_dict(), hf_model_2_layers.config)
+    assert exact.cfg.rotary_inv_freq is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wensu.model.rotary recomputes inv_freq in float32; official ESM-2 weights use their "
-    "float16-rounded inv_freq buffers, so the encoder needs a loadable inv_freq buffer",
-)
 def test_float16_rounded_rotary_frequencies_are_reproduced(tokens):
     model = random_hf_model(2, seed=2)
     with torch.no_grad():

@@ -19,8 +19,8 @@ original model, more so at long positions).
 
 from __future__ import annotations
 
+import dataclasses
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -154,14 +154,14 @@ def _format_names(names: Iterable[str], origin: Mapping[str, str] | None = None)
     return ", ".join(shown) + more
 
 
-def _rotary_buffers(encoder: torch.nn.Module) -> dict[str, Tensor]:
-    return {name: buf for name, buf in encoder.named_buffers() if name.endswith("inv_freq")}
+def _with_checkpoint_rotary(config: EncoderConfig, state: ConvertedState) -> EncoderConfig:
+    """Carry the checkpoint's rotary frequencies in the config when they differ from the formula.
 
-
-def _apply_inv_freq(encoder, config: EncoderConfig, state: ConvertedState) -> None:
-    """Use the checkpoint's rotary frequencies where the encoder can hold them, else warn."""
+    Published ESM-2 files hold float16-rounded `inv_freq` values that the original models use;
+    recomputing them in float32 would shift logits by ~1e-4 on long inputs.
+    """
     if not state.inv_freq:
-        return
+        return config
     expected = inverse_frequencies(config.head_dim, config.rotary_base)
     for value in state.inv_freq:
         if value.shape != expected.shape:
@@ -169,20 +169,12 @@ def _apply_inv_freq(encoder, config: EncoderConfig, state: ConvertedState) -> No
                 f"{state.source}: rotary inv_freq has shape {list(value.shape)}, expected "
                 f"{list(expected.shape)} for head dimension {config.head_dim}"
             )
-    buffers = _rotary_buffers(encoder)
-    if buffers:
-        with torch.no_grad():
-            for buffer in buffers.values():
-                buffer.copy_(state.inv_freq[0])
-        return
-    deviation = max(float((v.float() - expected).abs().max()) for v in state.inv_freq)
-    if deviation > 0:
-        warnings.warn(
-            f"{state.source}: the checkpoint's rotary inv_freq differs from the recomputed "
-            f"float32 values by up to {deviation:.3g} (float16-trained weights); this encoder "
-            "recomputes them, so its outputs deviate slightly from the original model",
-            stacklevel=3,
-        )
+    stored = state.inv_freq[0].float()
+    if any(not torch.equal(v.float(), stored) for v in state.inv_freq[1:]):
+        raise EsmCheckpointError(f"{state.source}: layers store different rotary inv_freq values")
+    if torch.equal(stored, expected.float()):
+        return config
+    return dataclasses.replace(config, rotary_inv_freq=stored.tolist())
 
 
 def build_encoder(config: EncoderConfig, state: ConvertedState):
@@ -192,6 +184,7 @@ def build_encoder(config: EncoderConfig, state: ConvertedState):
     """
     from wensu.model.encoder import Encoder
 
+    config = _with_checkpoint_rotary(config, state)
     encoder = Encoder(config)
     expected = {
         name: tensor
@@ -218,5 +211,4 @@ def build_encoder(config: EncoderConfig, state: ConvertedState):
     if mismatched:
         raise EsmCheckpointError(f"{state.source}: shape mismatch: " + "; ".join(mismatched[:8]))
     encoder.load_state_dict(state.tensors, strict=False)
-    _apply_inv_freq(encoder, config, state)
     return encoder.eval()

@@ -93,7 +93,8 @@ class ChunkedPrepared(PreparedAttention):
     def _banded(self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
         batch, heads, _, dim = q.shape
         w, g, block, band, tail = self.window, self.num_global, self.block, self.band, self.tail
-        queries = rearrange(F.pad(q, (0, 0, 0, tail)), "b h (n s) d -> b n h s d", s=block)
+        padded_q = F.pad(q, (0, 0, 0, tail)) if tail else q
+        queries = rearrange(padded_q, "b h (n s) d -> b n h s d", s=block)
         # unfold gives views [B, H, n, D, band]; nothing is copied until a group is gathered.
         key_band = rearrange(
             F.pad(k, (0, 0, w, w + tail)).unfold(2, band, block), "b h n d t -> b n h t d"

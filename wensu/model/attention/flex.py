@@ -171,6 +171,9 @@ class FlexPrepared(PreparedAttention):
                     self.pattern, self.key_padding_mask, self.seq_len, self.block_size, self.device
                 )
             return self._fallback(q, k, v)
+        if q.device.type == "cpu" and not torch.is_grad_enabled():
+            # flex refuses CPU inputs that require grad even under no_grad; nothing needs them.
+            q, k, v = q.detach(), k.detach(), v.detach()
         attend = compiled_flex_attention(q.device.type) if self.compile else flex_attention
         return attend(q, k, v, block_mask=self.block_mask, scale=1.0)
 
