@@ -21,7 +21,7 @@ pattern; compiled CPU FlexAttention would build a kernel per distinct sequence l
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,7 @@ from wensu.alphabet import Alphabet
 from wensu.embed_batching import SPECIAL_TOKENS_PER_SEQUENCE, plan_windows
 from wensu.embeddings import SequenceEmbedding
 from wensu.model import Encoder
-from wensu.model.moe import MoEFeedForward
+from wensu.model.moe import unlimited_expert_capacity
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,6 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
         if absolute not in resolved:
             resolved.append(absolute)
     return tuple(resolved)
-
-
-@contextlib.contextmanager
-def _unlimited_expert_capacity(encoder: Encoder) -> Iterator[None]:
-    """Lift MoE capacity limits, so a sequence's embedding never depends on its batch-mates."""
-    experts = [m for m in encoder.modules() if isinstance(m, MoEFeedForward)]
-    saved = [m.capacity_factor for m in experts]
-    for module in experts:
-        module.capacity_factor = None
-    try:
-        yield
-    finally:
-        for module, factor in zip(experts, saved, strict=True):
-            module.capacity_factor = factor
 
 
 def chunked_twin(encoder: Encoder) -> Encoder:
@@ -121,7 +107,7 @@ class SequenceEmbedder:
         return contextlib.nullcontext()
 
     def _forward(self, encoder: Encoder, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
-        with torch.inference_mode(), self._autocast(), _unlimited_expert_capacity(encoder):
+        with torch.inference_mode(), self._autocast(), unlimited_expert_capacity(encoder):
             out = encoder(tokens, repr_layers=self.settings.layers, return_logits=False)
         return {layer: out["representations"][layer].float() for layer in self.settings.layers}
 

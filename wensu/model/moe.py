@@ -39,7 +39,9 @@ along the expert dimension.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -187,3 +189,17 @@ class MoEFeedForward(nn.Module):
         out = expert_out.new_zeros(batch * length, expert_out.shape[-1])
         out = out.index_add(0, token_index.index_select(0, kept_token), weighted)
         return rearrange(out, "(b l) d -> b l d", b=batch), aux_loss
+
+
+@contextlib.contextmanager
+def unlimited_expert_capacity(model: nn.Module) -> Iterator[None]:
+    """Lift MoE capacity limits in ``model``: a row's output never depends on its batch-mates."""
+    experts = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    saved = [m.capacity_factor for m in experts]
+    for module in experts:
+        module.capacity_factor = None
+    try:
+        yield
+    finally:
+        for module, factor in zip(experts, saved, strict=True):
+            module.capacity_factor = factor

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
 from wensu.model import Encoder
-from wensu.model.moe import MoEFeedForward
+from wensu.model.moe import unlimited_expert_capacity
 from wensu.probes.variant_data import (
     AMINO_ACIDS,
     Mutant,
@@ -72,17 +72,12 @@ def tile_starts(length: int, window: int) -> list[int]:
 @contextlib.contextmanager
 def _batch_independent(model: Encoder) -> Iterator[None]:
     """Eval mode, and no MoE capacity limit (a row's output must not depend on its batch-mates)."""
-    experts = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
-    saved = [m.capacity_factor for m in experts]
     was_training = model.training
     model.eval()
-    for module in experts:
-        module.capacity_factor = None
     try:
-        yield
+        with unlimited_expert_capacity(model):
+            yield
     finally:
-        for module, factor in zip(experts, saved, strict=True):
-            module.capacity_factor = factor
         model.train(was_training)
 
 
