@@ -50,10 +50,14 @@ def write_head(fasta: Path, destination: Path, records: int) -> Path:
     return destination
 
 
-def build_steps(output: Path, fasta: Path, embed_records: int) -> list[tuple[str, list[str]]]:
+def build_steps(
+    output: Path, fasta: Path, embed_records: int | None
+) -> list[tuple[str, list[str]]]:
     """The demo's commands, in order."""
     data_dir = output / "dataset"
-    embed_input = write_head(fasta, output / "embed_input.fasta", embed_records)
+    embed_input = (
+        write_head(fasta, output / "embed_input.fasta", embed_records) if embed_records else fasta
+    )
     run_dir = output / "train"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     return [
@@ -116,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--embed-records",
         type=int,
-        default=500,
-        help="embed the first N records of the input (the whole file takes longer on 2 cores)",
+        default=None,
+        help="embed only the first N records of the input (default: all of them)",
     )
     args = parser.parse_args(argv)
     output = args.output.resolve()
