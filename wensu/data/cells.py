@@ -27,8 +27,8 @@ from wensu.data.shards import (
     MANIFEST_NAME,
     DatasetIntegrityError,
     ManifestError,
+    atomic_hdf5,
     fsync_dir,
-    fsync_file,
     read_manifest,
     sha256_file,
 )
@@ -102,30 +102,20 @@ def write_cell_shard(
     file_attrs.update(attrs or {})
     file_attrs.update(format_version=FORMAT_VERSION, kind=CELLS_KIND)
     text = h5py.string_dtype(encoding="utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".h5.tmp")
-    try:
-        with h5py.File(tmp, "w", track_order=False) as h5:
-            h5.create_dataset("genes", data=gene_ids, track_times=False)
-            h5.create_dataset("bins", data=bin_values, track_times=False)
-            h5.create_dataset("offsets", data=offsets, track_times=False)
-            for key, values in (("ids", ids), ("dataset", datasets), ("donor", donors)):
-                h5.create_dataset(key, data=_strings(values), dtype=text, track_times=False)
-            group = h5.create_group(LABELS_GROUP, track_order=False)
-            for column in sorted(labels):
-                group.create_dataset(
-                    column, data=_strings(labels[column]), dtype=text, track_times=False
-                )
-            for key in sorted(file_attrs):
-                h5.attrs[key] = file_attrs[key]
-            h5.flush()
-        fsync_file(tmp)
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_hdf5(path) as h5:
+        h5.create_dataset("genes", data=gene_ids, track_times=False)
+        h5.create_dataset("bins", data=bin_values, track_times=False)
+        h5.create_dataset("offsets", data=offsets, track_times=False)
+        for key, values in (("ids", ids), ("dataset", datasets), ("donor", donors)):
+            h5.create_dataset(key, data=_strings(values), dtype=text, track_times=False)
+        group = h5.create_group(LABELS_GROUP, track_order=False)
+        for column in sorted(labels):
+            group.create_dataset(
+                column, data=_strings(labels[column]), dtype=text, track_times=False
+            )
+        for key in sorted(file_attrs):
+            h5.attrs[key] = file_attrs[key]
+    digest = sha256_file(path)
     return {
         "path": f"{path.parent.name}/{path.name}",
         "records": n,

@@ -10,10 +10,11 @@ so reruns reproduce the same SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,27 @@ def _check_length(name: str, values: Sequence[Any] | None, expected: int) -> Non
         raise ValueError(f"{name} has {len(values)} entries but there are {expected} ids")
 
 
+@contextlib.contextmanager
+def atomic_hdf5(path: Path) -> Iterator[h5py.File]:
+    """Write an HDF5 file under a temporary name; only a complete, fsynced file becomes ``path``.
+
+    Datasets should be created with ``track_times=False`` so that identical content gives
+    identical bytes (and SHA-256) across reruns.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".h5.tmp")
+    try:
+        with h5py.File(tmp, "w", track_order=False) as h5:
+            yield h5
+            h5.flush()
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def write_shard(
     path: Path,
     ids: Sequence[str],
@@ -121,36 +143,25 @@ def write_shard(
     file_attrs.update(attrs or {})
     file_attrs["format_version"] = FORMAT_VERSION
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".h5.tmp")
     strings = h5py.string_dtype(encoding="utf-8")
-    try:
-        # track_times=False keeps the bytes (and so the SHA-256) identical across reruns.
-        with h5py.File(tmp, "w", track_order=False) as h5:
-            h5.create_dataset("residues", data=residues, dtype=np.uint8, track_times=False)
-            h5.create_dataset("offsets", data=offsets, dtype=np.int64, track_times=False)
+    with atomic_hdf5(path) as h5:
+        h5.create_dataset("residues", data=residues, dtype=np.uint8, track_times=False)
+        h5.create_dataset("offsets", data=offsets, dtype=np.int64, track_times=False)
+        h5.create_dataset(
+            "ids", data=np.array(list(ids), dtype=object), dtype=strings, track_times=False
+        )
+        if clusters is not None:
             h5.create_dataset(
-                "ids", data=np.array(list(ids), dtype=object), dtype=strings, track_times=False
+                "cluster",
+                data=np.array(list(clusters), dtype=object),
+                dtype=strings,
+                track_times=False,
             )
-            if clusters is not None:
-                h5.create_dataset(
-                    "cluster",
-                    data=np.array(list(clusters), dtype=object),
-                    dtype=strings,
-                    track_times=False,
-                )
-            if taxa is not None:
-                h5.create_dataset("taxon", data=np.asarray(taxa, dtype=np.int64), track_times=False)
-            for key in sorted(file_attrs):
-                h5.attrs[key] = file_attrs[key]
-            h5.flush()
-        fsync_file(tmp)
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        if taxa is not None:
+            h5.create_dataset("taxon", data=np.asarray(taxa, dtype=np.int64), track_times=False)
+        for key in sorted(file_attrs):
+            h5.attrs[key] = file_attrs[key]
+    digest = sha256_file(path)
     return {
         "path": f"{path.parent.name}/{path.name}",
         "records": n,
