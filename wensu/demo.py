@@ -101,11 +101,12 @@ def _print_summary(output: Path, timings: dict[str, float]) -> None:
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         ppl = summary.get("val_perplexity")
-        unigram = summary.get("unigram_perplexity")
+        unigram = summary.get("unigram_baseline_perplexity")
         if ppl is not None and unigram is not None:
             print(f"validation perplexity {ppl:.3f} vs unigram baseline {unigram:.3f}")
-        if summary.get("loss_curve"):
-            print(f"loss curve: {summary['loss_curve']}")
+    loss_curve = output / "train" / "loss_curve.png"
+    if loss_curve.exists():
+        print(f"loss curve:    {loss_curve}")
     print(f"run directory: {output / 'train'}")
     print(f"embeddings:    {output / 'embeddings.h5'}")
     print(f"report:        {output / 'report' / 'report.md'}")
