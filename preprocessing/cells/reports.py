@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wensu.data.cells import CELLS_KIND, write_text_atomic
-from wensu.data.shards import FORMAT_VERSION, SPLITS, sha256_file
+from wensu.data.cells import CELLS_KIND
+from wensu.data.shards import FORMAT_VERSION, SPLITS, sha256_file, write_text_atomic
 
 from ..errors import AccountingError
 from .duplicates import DuplicateCell

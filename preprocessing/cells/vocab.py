@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wensu.data.cells import write_text_atomic
+from wensu.data.shards import write_text_atomic
 
 SPECIAL_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>", "<mask>")
 VOCAB_NAME = "vocab.json"

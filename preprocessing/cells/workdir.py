@@ -14,8 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from wensu.data.cells import write_text_atomic
-from wensu.data.shards import MANIFEST_NAME, SPLITS, read_manifest, sha256_file
+from wensu.data.shards import MANIFEST_NAME, SPLITS, read_manifest, sha256_file, write_text_atomic
 
 from ..errors import OutputExistsError
 

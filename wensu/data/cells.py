@@ -28,7 +28,6 @@ from wensu.data.shards import (
     DatasetIntegrityError,
     ManifestError,
     atomic_hdf5,
-    fsync_dir,
     read_manifest,
     sha256_file,
 )
@@ -37,24 +36,6 @@ CELLS_KIND = "cells"
 LABELS_GROUP = "labels"
 _REQUIRED = ("genes", "bins", "offsets", "ids", "dataset")
 Verify = Literal["open", "lazy", "none"]
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via ``<path>.tmp``, fsync and rename (never a half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
 
 
 def _strings(values: Sequence[str]) -> np.ndarray:

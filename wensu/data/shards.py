@@ -170,13 +170,11 @@ def write_shard(
     }
 
 
-def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
-    """Write ``manifest.json`` atomically (tmp, fsync, replace), sorted keys, indent 2."""
-    dataset_dir = Path(dataset_dir)
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    path = dataset_dir / MANIFEST_NAME
-    tmp = path.with_name(MANIFEST_NAME + ".tmp")
-    text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via ``<path>.tmp``, fsync and rename (never a half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -186,8 +184,14 @@ def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dataset_dir)
+    fsync_dir(path.parent)
     return path
+
+
+def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically (tmp, fsync, replace), sorted keys, indent 2."""
+    text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
+    return write_text_atomic(Path(dataset_dir) / MANIFEST_NAME, text)
 
 
 def read_manifest(dataset_dir: Path) -> dict:
