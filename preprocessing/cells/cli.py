@@ -1,9 +1,10 @@
 """Cells preprocessing as a Hydra app (``conf/preprocess_cells.yaml``).
 
-    python -m wensu.preprocessing.cells.cli input=[/data/singlecell] output=cells
-    python -m wensu.preprocessing.cells.cli input=[a.h5ad,b.h5ad] holdout.datasets=[b] \\
+    wensu-preprocess data=cells input=[/data/singlecell] output=cells
+    wensu-preprocess data=cells input=[a.h5ad,b.h5ad] holdout.datasets=[b] \\
         binning.token_order=rank binning.max_genes=2048
-    python -m wensu.preprocessing.cells.cli --cfg job     # print the resolved settings
+    wensu-preprocess data=cells --cfg job     # print the resolved settings
+    python -m wensu.preprocessing.cells.cli ...   # the same app
 
 Errors in inputs or settings end with one line naming the file/setting (exit status 2), not a
 traceback; an interrupted run is resumed by running the same command again.
@@ -18,7 +19,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-PROG = "wensu-preprocess-cells"
+PROG = "wensu-preprocess data=cells"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://wensu.conf", config_name="preprocess_cells")
@@ -49,7 +50,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point (also reachable as ``wensu-preprocess data=cells`` once routed there)."""
+    """Entry point (``wensu-preprocess data=cells`` routes here)."""
     _app()
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import require_shared
@@ -15,6 +16,8 @@ from wensu.preprocessing.cells import run_cells
 from wensu.preprocessing.errors import InputError
 
 INPUTS = ("kang2018_ifnb_stim_muscat_806", "pbmc_ding2020_celseq2_scmoo_243")
+# The console script as a user types it: `wensu-preprocess data=cells ...`.
+PREPROCESS = [str(Path(sys.executable).parent / "wensu-preprocess"), "data=cells"]
 REPORTS = (
     "vocab.json",
     "panels.json",
@@ -28,10 +31,7 @@ REPORTS = (
 def _command(output: str) -> list[str]:
     files = ",".join(str(require_shared(f"singlecell/{name}.h5ad")) for name in INPUTS)
     return [
-        sys.executable,
-        "-P",
-        "-m",
-        "wensu.preprocessing.cells.cli",
+        *PREPROCESS,
         f"input=[{files}]",
         f"output={output}",
         "shard_size_cells=60",
@@ -97,17 +97,24 @@ def test_resume_after_kill9_gives_identical_output(tmp_path):
 def test_bad_input_is_one_line_naming_the_file(tmp_path):
     path = tmp_path / "broken.h5ad"
     path.write_text("plain text, not an AnnData file\n")
-    command = [
-        sys.executable,
-        "-P",
-        "-m",
-        "wensu.preprocessing.cells.cli",
-        f"input=[{path}]",
-        "output=out",
-    ]
+    command = [*PREPROCESS, f"input=[{path}]", "output=out"]
     result = _run(command, tmp_path)
     assert result.returncode == 2
     assert str(path) in result.stderr and "not a readable .h5ad" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out" / "manifest.json").exists()
     with pytest.raises(InputError, match="missing.h5ad: input not found"):
         run_cells(input=[str(tmp_path / "missing.h5ad")], output=str(tmp_path / "out2"))
+
+
+def test_unknown_data_kind_is_one_line(tmp_path):
+    result = _run([PREPROCESS[0], "data=genomes", "output=out"], tmp_path)
+    assert result.returncode == 2
+    assert "data=genomes: choose one of proteins, cells" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_module_entry_point_still_runs(tmp_path):
+    result = _run(
+        [sys.executable, "-P", "-m", "wensu.preprocessing.cells.cli", "--cfg", "job"], tmp_path
+    )
+    assert result.returncode == 0 and "min_genes" in result.stdout

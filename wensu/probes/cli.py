@@ -37,7 +37,16 @@ from wensu.probes.context import (
     write_json,
 )
 
-PROBE_ORDER = ("ss", "contacts", "amr", "perplexity", "variants")
+PROBE_ORDER = (
+    "ss",
+    "contacts",
+    "amr",
+    "perplexity",
+    "variants",
+    "interpret",
+    "robustness",
+    "cell_type",
+)
 DEFAULT_MAX_LENGTH = 1022
 
 
@@ -45,20 +54,25 @@ class EvalConfigError(ValueError):
     """A wensu-eval option is invalid (the message names it)."""
 
 
-def _runners() -> dict[str, Callable[[EvalContext, dict], ProbeResult]]:
-    from wensu.probes.run_amr import run_amr
-    from wensu.probes.run_contacts import run_contacts
-    from wensu.probes.run_perplexity import run_perplexity
-    from wensu.probes.run_ss import run_ss
-    from wensu.probes.variant_eval import run_variants
+# name -> "module:function"; imported only when the probe runs (some pull in heavy libraries).
+RUNNERS = {
+    "ss": "wensu.probes.run_ss:run_ss",
+    "contacts": "wensu.probes.run_contacts:run_contacts",
+    "amr": "wensu.probes.run_amr:run_amr",
+    "perplexity": "wensu.probes.run_perplexity:run_perplexity",
+    "variants": "wensu.probes.variant_eval:run_variants",
+    "interpret": "wensu.probes.run_interpret:run_interpret",
+    "robustness": "wensu.probes.run_robustness:run_robustness",
+    "cell_type": "wensu.probes.run_cell_type:run_cell_type",
+}
 
-    return {
-        "ss": run_ss,
-        "contacts": run_contacts,
-        "amr": run_amr,
-        "perplexity": run_perplexity,
-        "variants": run_variants,
-    }
+
+def runner(name: str) -> Callable[[EvalContext, dict], ProbeResult]:
+    """The run function of probe ``name`` (see RUNNERS)."""
+    import importlib
+
+    module, function = RUNNERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def resolve_data_dir(value: str | None) -> Path:
@@ -221,7 +235,6 @@ def evaluate(cfg: Any) -> Path:
     started, run_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     ctx, run_settings = build_context(cfg, output)
     torch.manual_seed(ctx.seed)
-    runners = _runners()
     payloads, reused = [], []
     run = {
         "checkpoint": ctx.checkpoint,
@@ -232,12 +245,14 @@ def evaluate(cfg: Any) -> Path:
     }
     for name in selected:
         settings = probe_settings(cfg, name, subset)
+        if cfg.get("input") and "input" in settings:  # probes that read any FASTA
+            settings["input"] = str(Path(str(cfg.input)).resolve())
         fingerprint = _fingerprint(ctx, subset, settings, run_settings)
         metrics_path = output / name / "metrics.json"
         payload = _reusable(metrics_path, fingerprint) if cfg.resume else None
         if payload is None:
             start = time.perf_counter()
-            result = runners[name](ctx, settings)
+            result = runner(name)(ctx, settings)
             payload = _payload(ctx, result, fingerprint, time.perf_counter() - start)
             write_json(metrics_path, payload)
         else:
