@@ -12,11 +12,13 @@ Line numbers are relative to the unit's start (line 1); the merge makes them abs
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +26,14 @@ import numpy as np
 
 from wensu.data.fasta import (
     FastaError,
-    FastaRecord,
-    RawRecord,
+    RecordColumns,
+    RejectedRecord,
     TruncatedFastaError,
-    check_chunk,
-    check_record,
     iter_chunks,
 )
 
 from .inputs import Unit
+from .split import SplitAssigner
 
 DIGEST_SIZE = 16
 PART_DIR = "parts"
@@ -46,6 +47,8 @@ class ParseSettings:
     chunk_bytes: int
     on_truncated: str
     require_active: bool
+    # Without clustering a record's split key is its own digest, so workers assign splits.
+    assign: SplitAssigner | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,35 @@ class Part:
     lines: np.ndarray
     inactive: np.ndarray
     rejected: list[list]
+    # Index into SPLIT_NAMES of each valid record by its own digest (None: not assigned).
+    splits: np.ndarray | None = None
+    # The valid sequences as separate bytes when the part was just parsed in this process
+    # (saves cutting them out of ``residues`` again); None when loaded from disk.
+    sequences: list[bytes] | None = None
+
+    def sequence_list(self) -> list[bytes]:
+        """Every valid record's residues as bytes, in order."""
+        if self.sequences is not None:
+            return self.sequences
+        residues, offsets = self.residues.tobytes(), self.seq_offsets.tolist()
+        return [residues[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+class UnitError(Exception):
+    """A unit's input cannot be read; ``str()`` is the message for the user."""
+
+
+@contextlib.contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector (parsing and merging make millions of small objects
+    and no reference cycles, so its scans would only cost time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def part_path(work_dir: Path, unit: int, part: int) -> Path:
@@ -85,6 +117,7 @@ def load_part(path: Path) -> Part:
             lines=data["lines"],
             inactive=data["inactive"],
             rejected=json.loads(data["rejected"].tobytes()),
+            splits=data["splits"] if "splits" in data.files else None,
         )
 
 
@@ -94,24 +127,32 @@ def read_part_meta(path: Path) -> dict:
 
 
 class _PartBuilder:
-    def __init__(self, unit: Unit, index: int, start: int, start_line: int):
+    def __init__(self, unit: Unit, index: int, start: int, start_line: int, settings):
         self.unit, self.index, self.start, self.start_line = unit, index, start, start_line
-        self.ids: list[str] = []
-        self.seqs: list[bytes] = []
-        self.digests: list[bytes] = []
-        self.taxa: list[int] = []
-        self.lines: list[int] = []
-        self.inactive: list[bool] = []
-        self.rejected: list[list] = []
+        self.columns = RecordColumns(settings.valid, track_inactive=settings.require_active)
+        self.assign = settings.assign
 
     @property
     def records(self) -> int:
-        return len(self.ids) + len(self.rejected)
+        return len(self.columns) + len(self.columns.rejected)
 
-    def save(self, work_dir: Path, end: int | None, end_line: int, *, last: bool, **extra) -> dict:
-        residues = np.frombuffer(b"".join(self.seqs), dtype=np.uint8)
-        offsets = np.zeros(len(self.seqs) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, self.seqs), np.int64, len(self.seqs)), out=offsets[1:])
+    def save(
+        self, work_dir: Path, end: int | None, end_line: int, *, last: bool, **extra
+    ) -> tuple[dict, Part]:
+        """Write the part (temporary name, then rename) and return its meta and contents."""
+        columns = self.columns
+        sequences = columns.sequences
+        residues = np.frombuffer(b"".join(sequences), dtype=np.uint8)
+        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, sequences), np.int64, len(sequences)), out=offsets[1:])
+        blake2b = hashlib.blake2b
+        digest_list = [blake2b(seq, digest_size=DIGEST_SIZE).digest() for seq in sequences]
+        digests = b"".join(digest_list)
+        splits = None if self.assign is None else self.assign.indices(digest_list).astype(np.int8)
+        inactive = np.zeros(len(sequences), dtype=bool)
+        if columns.track_inactive:
+            inactive[:] = columns.inactive
+        rejected = [list(row) for row in columns.rejected]
         meta = {
             "unit": self.unit.index,
             "file_index": self.unit.file_index,
@@ -122,28 +163,42 @@ class _PartBuilder:
             "end_line": end_line,
             "last": last,
             "records": self.records,
-            "valid": len(self.ids),
+            "valid": len(sequences),
             **extra,
         }
+        part = Part(
+            meta=meta,
+            ids=columns.ids,
+            residues=residues,
+            seq_offsets=offsets,
+            digests=digests,
+            taxa=np.asarray(columns.taxa, dtype=np.int64),
+            lines=np.asarray(columns.lines, dtype=np.int64),
+            inactive=inactive,
+            rejected=rejected,
+            splits=splits,
+            sequences=sequences,
+        )
         path = part_path(work_dir, self.unit.index, self.index)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 meta=_blob(meta),
-                ids=np.frombuffer("\n".join(self.ids).encode("utf-8"), dtype=np.uint8),
+                ids=np.frombuffer("\n".join(part.ids).encode("utf-8"), dtype=np.uint8),
                 residues=residues,
                 seq_offsets=offsets,
-                digests=np.frombuffer(b"".join(self.digests), dtype=np.uint8),
-                taxa=np.asarray(self.taxa, dtype=np.int64),
-                lines=np.asarray(self.lines, dtype=np.int64),
-                inactive=np.asarray(self.inactive, dtype=bool),
-                rejected=_blob(self.rejected),
+                digests=np.frombuffer(digests, dtype=np.uint8),
+                taxa=part.taxa,
+                lines=part.lines,
+                inactive=inactive,
+                rejected=_blob(rejected),
+                **({} if splits is None else {"splits": splits}),
             )
         # No fsync: a part only caches work. After a kill -9 the page cache still holds it; after
         # a power loss a damaged part fails its zip CRC on loading and its unit is parsed again.
         os.replace(tmp, path)
-        return meta
+        return meta, part
 
 
 def _resume_point(work_dir: Path, unit: Unit) -> tuple[list[dict], int, int]:
@@ -166,79 +221,62 @@ def _resume_point(work_dir: Path, unit: Unit) -> tuple[list[dict], int, int]:
 def parse_unit(path: Path, unit: Unit, work_dir: Path, settings: ParseSettings) -> dict:
     """Parse ``unit`` of ``path`` into parts; returns ``{"parts": [meta, ...]}`` or, for an
     unreadable input, ``{"error": message}`` (exceptions do not cross process pools well)."""
-    # Parsing allocates millions of small objects and makes no reference cycles, so the
-    # cyclic garbage collector would only spend time scanning them.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _parse_unit(path, unit, work_dir, settings)
-    finally:
-        if enabled:
-            gc.enable()
+    with no_cyclic_gc():
+        try:
+            return {"parts": [meta for meta, _ in iter_unit_parts(path, unit, work_dir, settings)]}
+        except UnitError as err:
+            return {"error": str(err)}
 
 
-def _parse_unit(path: Path, unit: Unit, work_dir: Path, settings: ParseSettings) -> dict:
+def iter_unit_parts(
+    path: Path, unit: Unit, work_dir: Path, settings: ParseSettings
+) -> Iterator[tuple[dict, Part | None]]:
+    """``(meta, part)`` for every part of ``unit`` in order, parsing what is not on disk yet.
+
+    ``part`` is ``None`` for a part kept from an earlier run (load it with :func:`load_part`).
+    An unreadable input raises :class:`UnitError` after the parts before the damage.
+    """
     metas, start, line = _resume_point(work_dir, unit)
+    yield from ((meta, None) for meta in metas)
     if metas and metas[-1]["last"]:
-        return {"parts": metas}
-    builder = _PartBuilder(unit, len(metas), start, line)
-    valid, require_active = settings.valid, settings.require_active
-    ids, seqs, digests, taxa = builder.ids, builder.seqs, builder.digests, builder.taxa
-    lines, inactive = builder.lines, builder.inactive
-    blake2b = hashlib.blake2b
+        return
+    index = len(metas)
+    builder = _PartBuilder(unit, index, start, line, settings)
+    add_chunk = builder.columns.add_chunk
     limit = start + settings.chunk_bytes
     next_line, position = line, start
     try:
         for chunk in iter_chunks(path, start, unit.end, start_line=line):
             if chunk.offset >= limit and builder.records:
                 size = chunk.offset - builder.start
-                metas.append(
-                    builder.save(work_dir, chunk.offset, chunk.line, last=False, bytes=size)
-                )
-                builder = _PartBuilder(unit, len(metas), chunk.offset, chunk.line)
-                ids, seqs, digests, taxa = builder.ids, builder.seqs, builder.digests, builder.taxa
-                lines, inactive = builder.lines, builder.inactive
+                yield builder.save(work_dir, chunk.offset, chunk.line, last=False, bytes=size)
+                index += 1
+                builder = _PartBuilder(unit, index, chunk.offset, chunk.line, settings)
+                add_chunk = builder.columns.add_chunk
                 limit = chunk.offset + settings.chunk_bytes
-            if chunk.orphan:
-                orphan = RawRecord(chunk.data, chunk.offset, chunk.line, orphan=True)
-                results = [check_record(orphan, valid)]
-            else:
-                results = check_chunk(chunk, valid)
-            for record in results:
-                if type(record) is FastaRecord:
-                    record_id, sequence, header, record_line, _ = record
-                    ids.append(record_id)
-                    seqs.append(sequence)
-                    digests.append(blake2b(sequence, digest_size=DIGEST_SIZE).digest())
-                    taxon = header.taxon
-                    taxa.append(-1 if taxon is None else taxon)
-                    lines.append(record_line)
-                    inactive.append(require_active and header.fields().get("status") == "inactive")
-                else:
-                    builder.rejected.append(
-                        [record.id, record.reason, record.detail, record.line, record.offset]
-                    )
+            add_chunk(chunk)
             # Where this unit's text ends so far, and the line there (the next unit's base).
             position = chunk.offset + len(chunk.data)
             next_line = chunk.line + chunk.data.count(b"\n")
     except TruncatedFastaError as err:
         if settings.on_truncated != "keep":
-            return {"error": str(err)}
+            raise UnitError(str(err)) from None
         if err.partial_offset is not None:
-            builder.rejected.append(
-                [err.partial_id or "", "truncated_input", "record cut off by the damage",
-                 err.partial_line, err.partial_offset]
-            )  # fmt: skip
+            cut = RejectedRecord(
+                err.partial_id or "",
+                "truncated_input",
+                "record cut off by the damage",
+                err.partial_line,
+                err.partial_offset,
+            )
+            builder.columns.rejected.append(cut)
         truncated = {"offset": err.offset, "line": err.line, "message": str(err)}
         size = err.offset - builder.start
-        metas.append(
-            builder.save(work_dir, None, err.line, last=True, truncated=truncated, bytes=size)
-        )
-        return {"parts": metas}
+        yield builder.save(work_dir, None, err.line, last=True, truncated=truncated, bytes=size)
+        return
     except FastaError as err:
-        return {"error": str(err)}
+        raise UnitError(str(err)) from None
     except OSError as err:
-        return {"error": f"{path}: cannot read ({err.strerror or err})"}
+        raise UnitError(f"{path}: cannot read ({err.strerror or err})") from None
     size = (position if unit.end is None else unit.end) - builder.start
-    metas.append(builder.save(work_dir, unit.end, next_line, last=True, bytes=size))
-    return {"parts": metas}
+    yield builder.save(work_dir, unit.end, next_line, last=True, bytes=size)

@@ -31,14 +31,25 @@ from wensu.data.fasta import residue_bytes
 from wensu.data.shards import FORMAT_VERSION, MANIFEST_NAME, SPLITS, sha256_file, write_manifest
 from wensu.resources import default_fasta
 
-from . import cluster as mmseqs
+from .cluster_stage import ClusterStage
 from .config import PreprocessConfig, load_config
 from .dedup import KEEP, Merger, open_report, publish_report
 from .errors import AccountingError, InputError
 from .inputs import InputFile, Unit, plan_units, resolve_inputs
-from .parse import DIGEST_SIZE, ParseSettings, Part, load_part, parse_unit, part_path
-from .sharding import ShardJournal, SplitWriter
-from .split import SplitAssigner, cut_long
+from .parse import (
+    DIGEST_SIZE,
+    ParseSettings,
+    Part,
+    UnitError,
+    iter_unit_parts,
+    load_part,
+    no_cyclic_gc,
+    parse_unit,
+    part_path,
+)
+from .routing import Router
+from .sharding import ShardCommitter, ShardJournal, SplitWriter
+from .split import SplitAssigner
 from .stats import SequenceStats, summary_table
 from .workdir import PauseHook, complete_manifest, finish, prepare, write_json_atomic
 
@@ -87,29 +98,37 @@ class _Run:
             chunk_bytes=cfg.chunk_bytes,
             on_truncated=cfg.on_truncated,
             require_active=cfg.require_active,
+            assign=None if self.clustering else self.assign,
         )
         tasks = [(files[u.file_index].path, u, self.work, settings) for u in units]
         workers = min(cfg.num_workers, len(tasks))
         if workers <= 1:
-            yield from self._consume(map(_parse_task, tasks), files)
+            # In process: parts come straight from the parser, not read back from disk.
+            for path, unit, work, settings in tasks:
+                try:
+                    yield from self._consume(iter_unit_parts(path, unit, work, settings))
+                except UnitError as err:
+                    raise InputError(str(err) + self._truncation_hint(str(err))) from None
             return
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
-            yield from self._consume(pool.imap(_parse_task, tasks, chunksize=1), files)
+            for result in pool.imap(_parse_task, tasks, chunksize=1):
+                if "error" in result:
+                    message = result["error"]
+                    raise InputError(message + self._truncation_hint(message))
+                yield from self._consume((meta, None) for meta in result["parts"])
 
-    def _consume(self, results, files: list[InputFile]) -> Iterator[Part]:
-        for result in results:
-            if "error" in result:
-                raise InputError(result["error"] + self._truncation_hint(result["error"]))
-            for meta in result["parts"]:
+    def _consume(self, parts: Iterator[tuple[dict, Part | None]]) -> Iterator[Part]:
+        for meta, part in parts:
+            if part is None:
                 part = load_part(part_path(self.work, meta["unit"], meta["part"]))
-                if "truncated" in meta:
-                    self.truncated[meta["file_index"]] = meta["truncated"]
-                self.bytes_read += meta["bytes"]
-                self.progress.update(meta["bytes"])
-                self.progress.set_postfix(records=f"{self.merger.read + meta['records']:,}")
-                self.pause("part")
-                yield part
+            if "truncated" in meta:
+                self.truncated[meta["file_index"]] = meta["truncated"]
+            self.bytes_read += meta["bytes"]
+            self.progress.update(meta["bytes"])
+            self.progress.set_postfix(records=f"{self.merger.read + meta['records']:,}")
+            self.pause("part")
+            yield part
 
     @staticmethod
     def _truncation_hint(message: str) -> str:
@@ -128,6 +147,7 @@ class _Run:
                 split,
                 self.config.shard_size_records,
                 journal,
+                committer=self.committer,
                 with_clusters=self.clustering,
                 source=SOURCE,
                 on_write=lambda _entry: self.pause("shard"),
@@ -137,94 +157,19 @@ class _Run:
 
     def route(self, part: Part, codes: np.ndarray, first_kept: int) -> int:
         """Send ``part``'s kept records to their splits; returns the number of kept records."""
-        cfg = self.config
-        kept = np.flatnonzero(codes == KEEP).tolist()
-        offsets = part.seq_offsets.tolist()
-        residues, digests, taxa = part.residues.tobytes(), part.digests, part.taxa.tolist()
-        max_length, policy = cfg.max_length, cfg.long_policy
-        writers, assign, ids = self.writers, self.assign, part.ids
-        identity = self.identity_fasta
-        for n, i in enumerate(kept):
-            sequence = residues[offsets[i] : offsets[i + 1]]
-            index = first_kept + n
-            if self.clustering:
-                rep = int(self.representative[index])
-                key, cluster_id = self.kept_digests[rep], self.kept_ids[rep]
-            else:
-                key, cluster_id = digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE], None
-            split = assign(key)
-            if identity is not None and split in identity:
-                identity[split].write(b">%d\n%s\n" % (index, sequence))
-            if max_length is None or len(sequence) <= max_length:
-                self.pieces += 1
-                writers[split].add(ids[i], sequence, cluster_id, taxa[i])
-                continue
-            pieces = cut_long(ids[i], sequence, max_length, policy)
-            self.pieces += len(pieces)
-            for piece_id, piece in pieces:
-                writers[split].add(piece_id, piece, cluster_id, taxa[i])
-        return len(kept)
-
-    # -- stage 3: clustering ----------------------------------------------------------------
-    def collect_for_clustering(self, part: Part, codes: np.ndarray) -> None:
-        """Remember kept ids/digests (cluster keys) and write kept sequences for MMseqs2."""
-        offsets = part.seq_offsets.tolist()
-        for i in np.flatnonzero(codes == KEEP).tolist():
-            self.kept_ids.append(part.ids[i])
-            self.kept_digests.append(part.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
-            if self.cluster_fasta is not None:
-                sequence = part.residues[offsets[i] : offsets[i + 1]].tobytes()
-                self.cluster_fasta.write(b">%d\n%s\n" % (len(self.kept_ids) - 1, sequence))
-
-    def start_clustering(self) -> None:
-        self.kept_ids: list[str] = []
-        self.kept_digests: list[bytes] = []
-        directory = self.work / "cluster"
-        directory.mkdir(parents=True, exist_ok=True)
-        self.cluster_cache = directory / "representative.npy"
-        done = self.cluster_cache.exists()
-        self.cluster_fasta = None if done else open(directory / "kept.fasta", "wb")
-
-    def cluster(self) -> None:
-        """Representative (kept index) of every kept record, from cache or MMseqs2."""
-        if self.cluster_fasta is None:
-            self.representative = np.load(self.cluster_cache, allow_pickle=False)
-            return
-        self.cluster_fasta.close()
-        cfg = self.config.cluster
-        count = len(self.kept_ids)
-        log.info("clustering %d sequences with MMseqs2 easy-linclust", count)
-        self.representative = mmseqs.linclust(
-            Path(self.cluster_fasta.name),
-            self.work / "cluster" / "linclust",
-            count,
-            min_seq_id=cfg["min_seq_id"],
-            coverage=cfg["coverage"],
-            cov_mode=cfg["cov_mode"],
-            threads=self.config.num_workers,
-            mmseqs=cfg["mmseqs"],
-        )
-        tmp = self.cluster_cache.with_name("representative.tmp.npy")
-        np.save(tmp, self.representative)
-        tmp.replace(self.cluster_cache)
-
-    def identity_report(self) -> dict | None:
-        if self.identity_fasta is None:
-            return None
-        for handle in self.identity_fasta.values():
-            handle.close()
-        directory = self.work / "identity"
-        return mmseqs.max_identity(
-            directory / "test.fasta",
-            directory / "train.fasta",
-            directory / "search",
-            coverage=self.config.cluster["coverage"],
-            cov_mode=self.config.cluster["cov_mode"],
-            min_seq_id=self.config.cluster["min_seq_id"],
-            sensitivity=self.config.cluster["search_sensitivity"],
-            threads=self.config.num_workers,
-            mmseqs=self.config.cluster["mmseqs"],
-        )
+        kept = np.flatnonzero(codes == KEEP)
+        clusters = None
+        if self.stage is not None:
+            keys, clusters = self.stage.keys_and_clusters(first_kept, int(kept.size))
+            split_of = self.assign.indices(keys)
+        elif part.splits is not None:
+            split_of = part.splits[kept]
+        else:  # a part kept from a run of an older version
+            digests = part.digests
+            keys = [digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in kept.tolist()]
+            split_of = self.assign.indices(keys)
+        self.router.route(part, kept, split_of, clusters, first_kept)
+        return int(kept.size)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -243,15 +188,19 @@ class _Run:
         self.assign = SplitAssigner(cfg.split_fractions, cfg.split["seed"])
         self.truncated: dict[int, dict] = {}
         self.bytes_read = 0
-        self.pieces = 0
-        self.identity_fasta = None
-        if self.clustering and cfg.cluster["identity_report"]:
-            (self.work / "identity").mkdir(parents=True, exist_ok=True)
-            self.identity_fasta = {
-                s: open(self.work / "identity" / f"{s}.fasta", "wb") for s in ("train", "test")
-            }
+        self.stage = None
+        if self.clustering:
+            self.stage = ClusterStage(self.work, cfg.cluster, threads=cfg.num_workers)
         journal = ShardJournal(self.work / "shards.jsonl")
+        self.committer = ShardCommitter()
+        self.pause.settle = self.committer.wait
         self.writers = self._writers(journal)
+        self.router = Router(
+            self.writers,
+            max_length=cfg.max_length,
+            long_policy=cfg.long_policy,
+            identity=None if self.stage is None else self.stage.identity_fasta,
+        )
         quarantine_path = self.output / "quarantine.tsv"
         duplicates_path = self.output / "duplicates.tsv"
         quarantine, duplicates = open_report(quarantine_path), open_report(duplicates_path)
@@ -275,26 +224,24 @@ class _Run:
         )
         merged: list[tuple[int, int, np.ndarray]] = []
         kept = 0
-        if self.clustering:
-            self.start_clustering()
-        with self.progress:
+        with self.progress, self.committer:
             for part in self.parsed_parts(files, units):
                 codes = self.merger.merge(part)
-                if self.clustering:
-                    self.collect_for_clustering(part, codes)
+                if self.stage is not None:
+                    self.stage.collect(part, codes)
                     merged.append((part.meta["unit"], part.meta["part"], codes))
                 else:
                     kept += self.route(part, codes, kept)
             publish_report(quarantine, quarantine_path)
             publish_report(duplicates, duplicates_path)
-            if self.clustering:
-                self.cluster()
+            if self.stage is not None:
+                self.stage.cluster()
                 for unit, index, codes in merged:
                     part = load_part(part_path(self.work, unit, index))
                     kept += self.route(part, codes, kept)
             for writer in self.writers.values():
                 writer.flush()
-        identity = self.identity_report()
+        identity = None if self.stage is None else self.stage.identity_report()
         counts = self.check_accounting(kept)
         stats = self.build_stats(counts, identity)
         write_json_atomic(self.output / "stats.json", stats)
@@ -317,7 +264,7 @@ class _Run:
         counts = {
             "read": merger.read,
             "written": kept,
-            "written_pieces": self.pieces,
+            "written_pieces": self.router.pieces,
             "duplicates": merger.duplicate_count,
             "filtered": sum(merger.filtered.values()),
             "quarantined": sum(merger.quarantined.values()),
@@ -334,9 +281,10 @@ class _Run:
                 f"+ quarantined {counts['quarantined']:,}"
             )
         in_shards = sum(w.summary()["records"] for w in self.writers.values())
-        if in_shards != self.pieces:
+        if in_shards != self.router.pieces:
             raise AccountingError(
-                f"accounting violated: {self.pieces:,} pieces routed but {in_shards:,} in shards"
+                f"accounting violated: {self.router.pieces:,} pieces routed but "
+                f"{in_shards:,} in shards"
             )
         return counts
 
@@ -346,12 +294,7 @@ class _Run:
         for split, writer in self.writers.items():
             splits[split] = writer.stats.to_dict()
             total = total.merge(writer.stats)
-        clustering = None
-        if self.clustering:
-            clusters = int(np.unique(self.representative).size)
-            clustering = {"clusters": clusters, "sequences": int(self.representative.size)}
-            if identity is not None:
-                clustering["test_vs_train"] = identity
+        clustering = None if self.stage is None else self.stage.summary(identity)
         return {
             "counts": counts,
             "written": total.to_dict(),
@@ -410,7 +353,8 @@ def run_preprocess(
     Raises a ``ValueError`` subclass (``PreprocessError`` family) for bad inputs or settings.
     """
     config = load_config(cfg, **kwargs)
-    summary = _Run(config).run()
+    with no_cyclic_gc():
+        summary = _Run(config).run()
     if show_summary:
         summary_table(summary)
     return summary

@@ -8,7 +8,9 @@ split on every run, machine and worker count, and pieces of one long protein sta
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from .config import SPLIT_NAMES
 
@@ -26,10 +28,19 @@ class SplitAssigner:
             bounds.append(min(int(round(total * _SCALE)), _SCALE))
         bounds[-1] = _SCALE
         self._bounds = list(zip(bounds, SPLIT_NAMES, strict=True))
+        # A bound of 2**64 is above every point, so it never counts in the search below.
+        self._search = np.array([b for b in bounds if b < _SCALE], dtype=np.uint64)
 
     def position(self, key: bytes) -> int:
         """The key's point in [0, 2**64): BLAKE2b-64 of key + seed."""
         return int.from_bytes(hashlib.blake2b(key + self.seed, digest_size=8).digest(), "big")
+
+    def indices(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Index into ``SPLIT_NAMES`` of each key's split (the same answer as calling it)."""
+        seed, blake2b = self.seed, hashlib.blake2b
+        points = b"".join([blake2b(key + seed, digest_size=8).digest() for key in keys])
+        # Number of bounds <= point == index of the first bound above the point.
+        return np.searchsorted(self._search, np.frombuffer(points, dtype=">u8"), side="right")
 
     def __call__(self, key: bytes) -> str:
         point = self.position(key)

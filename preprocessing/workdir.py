@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from wensu.data.shards import MANIFEST_NAME, SPLITS, read_manifest, sha256_file
@@ -126,12 +127,17 @@ class PauseHook:
         self.kind = kind
         self.after = int(count) if count.isdigit() else 0
         self.seen = 0
+        # Called before pausing, so that background work (a shard being written) is finished
+        # and the kill lands at a known point.
+        self.settle: Callable[[], None] | None = None
 
     def __call__(self, kind: str) -> None:
         if not self.after or kind != self.kind:
             return
         self.seen += 1
         if self.seen == self.after:
+            if self.settle is not None:
+                self.settle()
             marker = os.environ.get(PAUSE_FILE_ENV)
             if marker:
                 Path(marker).write_text(f"paused after {kind} {self.seen}\n")

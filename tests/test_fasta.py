@@ -11,15 +11,20 @@ import pytest
 from conftest import require_shared
 
 from wensu.alphabet import get_alphabet
-from wensu.data import fasta
+from wensu.data import fasta_stream
 from wensu.data.fasta import (
+    Chunk,
     FastaRecord,
     InvalidRecordError,
     NotFastaError,
     RawRecord,
+    RecordColumns,
     RejectedRecord,
     TruncatedFastaError,
+    check_chunk,
     check_record,
+    header_id_taxon,
+    iter_chunks,
     iter_raw_records,
     parse_header,
     read_fasta,
@@ -90,6 +95,32 @@ def test_header_fields():
         "region": "A:",
         "description": "Asparagine synthetase {E. coli [TaxId: 562]}",
     }
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "sp|P13738|NHAA_ECOLI Na(+)/H(+) antiporter OS=E. coli OX=83333 GN=nhaA PE=1 SV=3",
+        "tr|A0A024|A0_X Unknown OS=Homo OX=9606",
+        "sp|P1|N_X  OX=9",  # the whitespace run before the description is no part of it
+        "sp|P1|N_X OX=9",
+        "sp|P1|N_X desc OX=12\t",
+        "sp|P1|N_X desc\tOX=12 rest",
+        "sp|P1|N_X desc OX=12x GN=a",
+        "sp|P1|N_X desc OX=\u00b2",  # a digit to str.isdigit, not to int()
+        "sp||N_X desc OX=5",
+        "sp|P1",
+        "tr|Q9\u00a0desc OX=3",
+        "UniRef50_Q6 Putative n=1 TaxID=10493",
+        "d12asa_ d.104.1.1 (A:) Asparagine synthetase {E. coli [TaxId: 562]}",
+        "I3DG63 d.104.1.1 d12asa_ Asn OX=1095749",
+        "  id_after_space",
+        "plain",
+    ],
+)
+def test_header_id_taxon_agrees_with_parse_header(header):
+    info = parse_header(header)
+    assert header_id_taxon(header) == (info.id, -1 if info.taxon is None else info.taxon)
 
 
 def _records_reference(text: bytes) -> list[tuple[bytes, int, int]]:
@@ -177,11 +208,55 @@ def test_preamble_binary_and_empty_files(tmp_path):
     assert list(iter_raw_records(empty)) == []
 
 
+def _columns_reference(chunks: list[Chunk], valid: bytes) -> tuple[list, list]:
+    """Valid (id, sequence, taxon, line) rows and rejected records, via check_chunk."""
+    kept, rejected = [], []
+    for chunk in chunks:
+        if chunk.orphan:
+            rejected.append(
+                check_record(RawRecord(chunk.data, chunk.offset, chunk.line, True), valid)
+            )
+            continue
+        for result in check_chunk(chunk, valid):
+            if isinstance(result, FastaRecord):
+                taxon = -1 if result.header.taxon is None else result.header.taxon
+                kept.append((result.id, result.sequence, taxon, result.line))
+            else:
+                rejected.append(result)
+    return kept, rejected
+
+
+MESSY_TEXT = (
+    b"orphan text\n>sp|P1|A_B desc OX=9\nmkv\r\nLL*\n>bad\nMK1J\n>\x00nul\nMK\n>hdr\xff\nMK\n"
+    b">stop\nMK*V\n>\nMKV\n>empty\n*\n>UPI0000000001 status=inactive\nMKW\n>nul2\nM\x00K\n"
+    b">UPI0000000002 status=active\nMKWW\n" + FASTA_TEXT
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("block_size", [16, 64, 1 << 20])
+@pytest.mark.parametrize("allow_gaps", [False, True])
+def test_record_columns_decide_like_check_chunk(tmp_path, block_size, allow_gaps):
+    path = tmp_path / "messy.fa"
+    path.write_bytes(MESSY_TEXT.replace(b">r7\n", b">r7\nMK-.V\n"))
+    valid = residue_bytes(allow_gaps)
+    chunks = list(iter_chunks(path, block_size=block_size))
+    columns = RecordColumns(valid, track_inactive=True)
+    for chunk in chunks:
+        columns.add_chunk(chunk)
+    kept, rejected = _columns_reference(chunks, valid)
+    assert (
+        list(zip(columns.ids, columns.sequences, columns.taxa, columns.lines, strict=True)) == kept
+    )
+    assert columns.rejected == rejected
+    assert len(kept) > 60 and len(rejected) == (9 if allow_gaps else 10)
+    assert columns.inactive == [rid == "UPI0000000001" for rid, *_ in kept]
+
+
 @pytest.fixture(params=["default", "zlib"])
 def inflater(request, monkeypatch):
     """Run gzip tests with the default inflater (ISA-L when installed) and with plain zlib."""
     if request.param == "zlib":
-        monkeypatch.setattr(fasta, "_inflate_module", zlib)
+        monkeypatch.setattr(fasta_stream, "_inflate_module", zlib)
     return request.param
 
 

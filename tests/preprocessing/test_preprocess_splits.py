@@ -59,6 +59,19 @@ def test_split_assigner_fractions_and_seed():
     assert {only_train(k) for k in keys[:500]} == {"train"}
 
 
+@pytest.mark.parametrize(
+    "fractions",
+    [(0.8, 0.1, 0.1), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.5, 0.0), (0.0, 1.0, 0.0)],
+)
+def test_split_assigner_indices_match_one_by_one(fractions):
+    """The batched assignment used by the pipeline gives the per-key answer."""
+    assign = SplitAssigner(dict(zip(("train", "valid", "test"), fractions, strict=True)), seed=3)
+    keys = [hashlib.blake2b(str(i).encode(), digest_size=16).digest() for i in range(3000)]
+    names = ("train", "valid", "test")
+    assert [names[i] for i in assign.indices(keys).tolist()] == [assign(k) for k in keys]
+    assert assign.indices([]).tolist() == []
+
+
 @pytest.mark.shared_data
 def test_same_output_with_1_and_2_workers_and_across_runs(tmp_path):
     inputs = [str(require_shared(UNIPARC)), str(require_shared(MITO))]
