@@ -233,7 +233,12 @@ def evaluate(cfg: Any) -> Path:
     output = Path(str(cfg.output)).resolve()
     output.mkdir(parents=True, exist_ok=True)
     started, run_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-    ctx, run_settings = build_context(cfg, output)
+    from wensu.probes.cell_context import CELL_PROBES, build_cell_context, is_cell_checkpoint_file
+
+    if set(selected) & set(CELL_PROBES) or is_cell_checkpoint_file(str(cfg.checkpoint)):
+        ctx, run_settings = build_cell_context(cfg, output, selected)
+    else:
+        ctx, run_settings = build_context(cfg, output)
     torch.manual_seed(ctx.seed)
     payloads, reused = [], []
     run = {

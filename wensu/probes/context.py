@@ -33,6 +33,8 @@ class EvalContext:
     fast: bool = False
     show_progress: bool = True
     checkpoint: dict[str, Any] = field(default_factory=dict)  # path, sha256, config
+    # Cell-model checkpoints: wensu.probes.cell_context.CellModels (encoders is then empty).
+    cells: Any = None
 
     @property
     def window(self) -> int | None:

@@ -260,6 +260,10 @@ def write_run_info(prepared: Prepared, module: MaskedLMModule, baseline: dict) -
 
 def train(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
     """Run training as configured; returns the summary on global rank zero (else None)."""
+    from wensu.train.cell_run import is_cell_run, train_cells
+
+    if is_cell_run(settings):  # data.kind: cells -> masked-expression pretraining
+        return train_cells(settings, run_dir)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     prepared = prepare(settings, run_dir)

@@ -1,0 +1,237 @@
+"""One cell-model training run (``data.kind: cells``): checks, model, data, trainer, summary.
+
+The protein run (:mod:`wensu.train.run`) dispatches here. Trainer, callbacks, loggers and the
+atomic checkpoint writer are the protein run's, so kill -9 / resume behaves identically. The
+model's ``vocab_size`` and ``num_bins`` may be ``null`` in the config: they are then taken from
+the dataset (``vocab.json`` and ``binning.num_bins`` + 1); given values must match it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from lightning.pytorch import seed_everything
+
+from wensu.model.cell_encoder import (
+    CellCheckpointError,
+    CellEncoderConfig,
+    is_cell_checkpoint,
+)
+from wensu.model.encoder import count_parameters
+from wensu.train import preflight
+from wensu.train.callbacks import ThroughputMonitor
+from wensu.train.cell_datamodule import CellDataModule
+from wensu.train.cell_module import CellMaskedModule
+from wensu.train.errors import TrainConfigError, UsageError
+from wensu.train.run_info import git_commit, manifest_sha256, package_versions, write_json
+from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
+
+
+def is_cell_run(settings: Mapping[str, Any]) -> bool:
+    """Whether the config trains a cell model (``data.kind: cells``)."""
+    data = settings.get("data") or {}
+    return isinstance(data, Mapping) and data.get("kind") == "cells"
+
+
+def bin_frequencies(datamodule: CellDataModule, num_bins: int) -> list[float]:
+    """Add-one-smoothed frequencies of the bins 0..num_bins-1 over the training split."""
+    counts = np.ones(num_bins, dtype=np.float64)
+    cells = datamodule.train_cells
+    for shard in cells._shards:
+        with h5py.File(cells.dataset_dir / shard["path"], "r") as h5:
+            values = np.asarray(h5["bins"][:], dtype=np.int64)
+        if values.size and int(values.max()) >= num_bins:
+            raise TrainConfigError(
+                f"{shard['path']}: holds bin {int(values.max())} but model.num_bins is {num_bins}"
+            )
+        counts += np.bincount(values, minlength=num_bins)
+    return (counts / counts.sum()).tolist()
+
+
+def _model_config(model: Mapping[str, Any], datamodule: CellDataModule) -> CellEncoderConfig:
+    manifest = datamodule.train_cells.manifest
+    from_data = {
+        "vocab_size": len(datamodule.train_cells.vocab),
+        "num_bins": int(manifest["config"]["binning"]["num_bins"]) + 1,
+    }
+    model = dict(model)
+    for key, value in from_data.items():
+        if model.get(key) is None:
+            model[key] = value
+        elif int(model[key]) != value:
+            raise TrainConfigError(
+                f"model.{key}={model[key]} but the dataset {datamodule.dataset_dir} needs "
+                f"{value} (leave it null to take it from the data)"
+            )
+    if model.get("max_genes") is None:
+        model["max_genes"] = datamodule.max_genes
+    return CellEncoderConfig.from_dict(model, source="model config")
+
+
+def _check_resume(path: Path, model: CellEncoderConfig) -> None:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is one message
+        raise CellCheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    if not is_cell_checkpoint(checkpoint):
+        raise CellCheckpointError(f"{path}: not a cell-model checkpoint; cannot resume from it")
+    saved = checkpoint["hyper_parameters"]["model"]
+    wanted = model.to_dict()
+    fields = ("vocab_size", "num_bins", "num_layers", "d_model", "num_heads", "ffn_dim")
+    differing = [f for f in fields if saved.get(f) != wanted[f]]
+    if differing:
+        have = ", ".join(f"{f}={saved.get(f)}" for f in differing)
+        want = ", ".join(f"{f}={wanted[f]}" for f in differing)
+        raise CellCheckpointError(f"{path}: checkpoint has {have} but the config asks for {want}")
+
+
+def prepare(settings: Mapping[str, Any], run_dir: Path):
+    """Validate, open the dataset, build the module; raises :class:`UsageError`."""
+    from wensu.train.run import Prepared
+
+    prepared = Prepared(settings, run_dir)
+    try:
+        preflight.check_keys(settings)
+        trainer_cfg = settings["trainer"]
+        preflight.check_devices(trainer_cfg)
+        preflight.check_strategy(trainer_cfg, preflight.resolved_accelerator(trainer_cfg))
+        preflight.check_duration(trainer_cfg)
+        for cls, key in (
+            (OptimSettings, "optim"),
+            (ScheduleSettings, "schedule"),
+            (MaskingSettings, "masking"),
+        ):
+            build_section(cls, settings[key], key)
+        data_cfg = dict(settings["data"])
+        data_cfg["dataset_dir"] = preflight.check_dataset_dir(data_cfg)
+        try:
+            datamodule = CellDataModule(**data_cfg)
+        except TypeError as error:
+            raise TrainConfigError(f"data config: {error}") from None
+        datamodule.setup("fit")
+        prepared.datamodule = datamodule
+        prepared.model_config = _model_config(settings["model"], datamodule)
+        if prepared.model_config.max_genes < datamodule.max_genes:
+            raise TrainConfigError(
+                f"model.max_genes={prepared.model_config.max_genes} is smaller than "
+                f"data.max_genes={datamodule.max_genes}"
+            )
+        prepared.resume_from = preflight.resolve_checkpoint(
+            settings["ckpt_path"], bool(settings["resume"]), run_dir
+        )
+        if prepared.resume_from is not None:
+            _check_resume(prepared.resume_from, prepared.model_config)
+        if settings["init_from"]:
+            raise TrainConfigError("init_from is not supported for cell models yet")
+    except ValueError as error:
+        raise UsageError(" ".join(str(error).split())) from error
+    return prepared
+
+
+def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """Masked-expression pretraining as configured; returns the summary on rank zero."""
+    from wensu.train.run import _is_rank_zero, build_trainer
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    prepared = prepare(settings, run_dir)
+    if settings["threads"]:
+        torch.set_num_threads(int(settings["threads"]))
+    seed_everything(int(settings["seed"]), workers=True, verbose=False)
+    datamodule = prepared.datamodule
+    frequencies = bin_frequencies(datamodule, prepared.model_config.num_bins)
+    dataset_dir = Path(datamodule.dataset_dir)
+    module = CellMaskedModule(
+        model=prepared.model_config.to_dict(),
+        vocab=list(datamodule.train_cells.vocab.genes),
+        bin_frequencies=frequencies,
+        optim=settings["optim"],
+        schedule=settings["schedule"],
+        masking=settings["masking"],
+        seed=int(settings["seed"]),
+        dataset={
+            "dir": str(dataset_dir.resolve()),
+            "manifest_sha256": manifest_sha256(dataset_dir),
+            "holdout": datamodule.train_cells.manifest["config"].get("holdout", {}),
+            "binning": datamodule.train_cells.manifest["config"].get("binning", {}),
+        },
+    )
+    baseline_loss = _baseline_loss(frequencies, datamodule)
+    trainer = build_trainer(prepared, baseline_loss)
+    if _is_rank_zero():
+        write_json(
+            run_dir / "run_info.json",
+            {
+                "kind": "cells",
+                "git": git_commit(),
+                "versions": package_versions(),
+                "dataset": {
+                    **module.hparams["dataset"],
+                    "train_cells": len(datamodule.train_cells),
+                    "val_cells": len(datamodule.val_cells),
+                },
+                "bin_frequencies": frequencies,
+                "parameters": count_parameters(module.model),
+                "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=str(prepared.resume_from) if prepared.resume_from else None,
+        weights_only=True,
+    )
+    final = trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    if not trainer.is_global_zero:
+        return None
+    final = final[0] if final else {}
+    throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
+    seconds = throughput.train_seconds
+    cells_trained = _cells_trained(module, datamodule)
+    summary = {
+        "kind": "cells",
+        "val_loss": float(final.get("val/loss", float("nan"))),
+        "val_accuracy": float(final.get("val/accuracy", float("nan"))),
+        "val_baseline_loss": float(final.get("val/baseline_loss", float("nan"))),
+        "val_loss_ratio_to_baseline": float(final.get("val/loss_ratio_to_baseline", float("nan"))),
+        "global_step": int(trainer.global_step),
+        "epochs": round(module.batches_trained / max(trainer.num_training_batches, 1), 3),
+        "cells_trained": cells_trained,
+        "tokens_seen": int(module.tokens_seen),
+        "train_seconds": round(seconds, 3),
+        "cells_per_s": round(cells_trained / seconds, 2) if seconds else None,
+        "tokens_per_s": round(module.tokens_seen / seconds, 1) if seconds else None,
+        "parameters": count_parameters(module.model),
+        "wall_seconds_this_session": round(time.perf_counter() - started, 3),
+        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
+    }
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _cells_trained(module: CellMaskedModule, datamodule: CellDataModule) -> int:
+    """Cells in the batches trained so far (whole epochs times the split, plus the partial one)."""
+    sampler = datamodule.train_sampler.sampler
+    per_epoch = [len(b) for b in sampler.rank_batches(0)]
+    full, rest = divmod(module.batches_trained, max(len(per_epoch), 1))
+    if rest == 0:
+        return full * sum(per_epoch)
+    current = [len(b) for b in sampler.rank_batches(full)]
+    return full * sum(per_epoch) + sum(current[:rest])
+
+
+def _baseline_loss(frequencies: list[float], datamodule: CellDataModule) -> float:
+    """Expected CE of the frequency predictor on uniformly masked validation genes."""
+    counts = np.zeros(len(frequencies))
+    for index in range(len(datamodule.val_cells)):
+        counts += np.bincount(datamodule.val_cells[index]["bins"], minlength=len(frequencies))
+    return float(-(counts * np.log(frequencies)).sum() / max(counts.sum(), 1))
