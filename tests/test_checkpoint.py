@@ -95,3 +95,16 @@ def test_weights_load_into_a_model_with_other_attention(tmp_path):
     source, _ = load(path)
     for name, tensor in source.state_dict().items():
         assert torch.equal(target.state_dict()[name], tensor)
+
+
+def test_cell_checkpoint_is_refused_with_a_pointer(tmp_path):
+    from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig, save_cell_checkpoint
+
+    cfg = CellEncoderConfig(
+        vocab_size=12, num_bins=6, num_layers=1, d_model=16, num_heads=2, ffn_dim=32
+    )
+    path = save_cell_checkpoint(
+        CellEncoder(cfg), [f"G{i}" for i in range(8)], tmp_path / "cells.ckpt"
+    )
+    with pytest.raises(CheckpointError, match="cells.ckpt: a single-cell expression model"):
+        load(path)

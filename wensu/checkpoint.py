@@ -57,6 +57,12 @@ def is_wensu_checkpoint(checkpoint: Any) -> bool:
     )
 
 
+def is_cell_checkpoint(checkpoint: Any) -> bool:
+    """Whether a loaded object is a cell-expression checkpoint (``hyper_parameters.kind``)."""
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    return isinstance(hparams, Mapping) and hparams.get("kind") == "cells"
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
     return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
 
@@ -82,6 +88,11 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Encoder, A
             checkpoint = _torch_load(path, map_location)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
             checkpoint = None  # e.g. a fair-esm file (argparse.Namespace): load_esm2 handles it
+        if is_cell_checkpoint(checkpoint):
+            raise CheckpointError(
+                f"{path}: a single-cell expression model, not a protein encoder; load it with "
+                "wensu.model.cell_encoder.load_cell_checkpoint (wensu-eval probe=cell_type)"
+            )
         if is_wensu_checkpoint(checkpoint):
             encoder = encoder_from_checkpoint(checkpoint, str(path))
             return _place(encoder, map_location), get_alphabet()

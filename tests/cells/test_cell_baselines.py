@@ -121,6 +121,15 @@ def test_separable_set_scores_one(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_pca_with_fewer_training_cells_than_components():
+    # 30 training cells: the 80% fit split has 24 rows, so PCA is capped at 23 components.
+    train = _cells("train", *_separable(0, n=30))
+    test = _cells("test", *_separable(1))
+    with threadpool_limits(1):
+        result = evaluate_split(train, test, n_hvg=40, n_pcs=50, features=("pca",), Cs=(1.0,))
+    assert result["pca"]["accuracy"] == 1.0
+
+
 def test_real_pbmc3k_subset():
     cells = load_labelled(
         require_shared("singlecell/pbmc3k_seurat_annotated.h5ad"), "cell_type_coarse"

@@ -173,12 +173,13 @@ def fit_probe(
 ) -> tuple[Pipeline, dict]:
     """Pick C by validation macro-F1 on a stratified split of the training data, refit on all
     of it; returns the model and ``{"C": best, "val_macro_f1": {C: score}}``."""
-    n_pcs = min(n_pcs, X.shape[1], X.shape[0] - 1)
     counts = np.unique(y, return_counts=True)[1]
     stratify = y if counts.min() >= 2 else None
     X_fit, X_val, y_fit, y_val = train_test_split(
         X, y, test_size=val_fraction, random_state=seed, stratify=stratify
     )
+    # Capped by the fit split, the smaller of the two fits (PCA needs n_pcs < rows).
+    n_pcs = min(n_pcs, X.shape[1], X_fit.shape[0] - 1)
     scores = {}
     for C in Cs:
         model = make_model(features, C=C, seed=seed, n_pcs=n_pcs).fit(X_fit, y_fit)
