@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
 from wensu.alphabet import get_alphabet
@@ -38,6 +39,19 @@ def real_records(count: int, max_length: int = 300) -> list[tuple[str, str]]:
 def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
     path.write_text("".join(f">{rid} some description\n{seq}\n" for rid, seq in records))
     return path
+
+
+# Fixtures shared by the test_embed_* modules (imported there by name, as pytest finds them).
+@pytest.fixture(scope="module")
+def records() -> list[tuple[str, str]]:
+    """Eight real E. coli proteins (at most 300 residues)."""
+    return real_records(8)
+
+
+@pytest.fixture()
+def fasta(tmp_path: Path, records: list[tuple[str, str]]) -> Path:
+    """``records`` written to a FASTA file in the test's temporary directory."""
+    return write_fasta(tmp_path / "proteins.fasta", records)
 
 
 def tiny_encoder(seed: int = 0, ffn: str = "dense", **attention) -> Encoder:

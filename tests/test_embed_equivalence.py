@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import gzip
 
+import helpers_embed
 import numpy as np
 import pytest
 import torch
 from conftest import require_shared
-from helpers_embed import ALL_KINDS, direct, real_records, tiny_encoder, write_fasta
+from helpers_embed import ALL_KINDS, direct, tiny_encoder, write_fasta
 
 from wensu.alphabet import get_alphabet
 from wensu.embed import embed
@@ -18,15 +19,8 @@ from wensu.embeddings import read
 from wensu.model import Encoder
 from wensu.model.config import EncoderConfig
 
-
-@pytest.fixture(scope="module")
-def records():
-    return real_records(8)
-
-
-@pytest.fixture()
-def fasta(tmp_path, records):
-    return write_fasta(tmp_path / "proteins.fasta", records)
+# The shared fixtures (a plain assignment, so pytest sees them here).
+records, fasta = helpers_embed.records, helpers_embed.fasta
 
 
 @pytest.mark.parametrize("backend", ["dense", "chunked", "flex"])

@@ -4,24 +4,18 @@ duplicate records, clear errors, per-sequence files and float16 output."""
 from __future__ import annotations
 
 import h5py
+import helpers_embed
 import numpy as np
 import pytest
 import torch
-from helpers_embed import ALL_KINDS, direct, real_records, tiny_encoder, write_fasta
+from helpers_embed import ALL_KINDS, direct, tiny_encoder
 
 from wensu.embed import EmbedError, embed
 from wensu.embeddings import encode_id, read
 from wensu.interop import save_hf
 
-
-@pytest.fixture(scope="module")
-def records():
-    return real_records(8)
-
-
-@pytest.fixture()
-def fasta(tmp_path, records):
-    return write_fasta(tmp_path / "proteins.fasta", records)
+# The shared fixtures (a plain assignment, so pytest sees them here).
+records, fasta = helpers_embed.records, helpers_embed.fasta
 
 
 def test_esm2_hugging_face_folder_is_accepted(tmp_path, fasta, records):

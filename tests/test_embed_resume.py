@@ -13,24 +13,18 @@ import textwrap
 import time
 from pathlib import Path
 
+import helpers_embed
 import numpy as np
 import pytest
-from helpers_embed import ALL_KINDS, h5_bytes, real_records, tiny_encoder, write_fasta
+from helpers_embed import ALL_KINDS, h5_bytes, tiny_encoder, write_fasta
 
 from wensu.checkpoint import save_encoder_checkpoint
 from wensu.embed import EmbedError, embed
 from wensu.embed_writer import SLEEP_AFTER_ENV, parts_dir_of
 from wensu.embeddings import read
 
-
-@pytest.fixture(scope="module")
-def records():
-    return real_records(8)
-
-
-@pytest.fixture()
-def fasta(tmp_path, records):
-    return write_fasta(tmp_path / "proteins.fasta", records)
+# The shared fixtures (a plain assignment, so pytest sees them here).
+records, fasta = helpers_embed.records, helpers_embed.fasta
 
 
 def kill_midway(checkpoint: Path, fasta: Path, output: Path, options: dict, sleepers: int) -> None:

@@ -198,23 +198,28 @@ def save_encoder_checkpoint(
 
     ``hyper_parameters`` adds plain-typed entries next to ``model`` (e.g. ``max_length``).
     """
-    import lightning
-
     path = Path(path)
     hparams = {"model": encoder.cfg.to_dict(), **dict(hyper_parameters or {})}
-    checkpoint = {
+    save_atomic(lightning_checkpoint(encoder, hparams), path)
+    return path
+
+
+def lightning_checkpoint(model: torch.nn.Module, hyper_parameters: dict[str, Any]) -> dict:
+    """A minimal Lightning checkpoint dict: ``model``'s weights (CPU copies) under
+    ``state_dict["model.<name>"]`` and the given plain ``hyper_parameters``, at step 0."""
+    import lightning
+
+    return {
         "state_dict": {
             f"{MODEL_PREFIX}{name}": tensor.detach().cpu().clone()
-            for name, tensor in encoder.state_dict().items()
+            for name, tensor in model.state_dict().items()
         },
-        "hyper_parameters": hparams,
+        "hyper_parameters": hyper_parameters,
         "hparams_name": "kwargs",
         "epoch": 0,
         "global_step": 0,
         "pytorch-lightning_version": lightning.__version__,
     }
-    save_atomic(checkpoint, path)
-    return path
 
 
 def save_atomic(obj: Any, path: Path) -> None:

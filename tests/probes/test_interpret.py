@@ -4,20 +4,17 @@ embedding-map scores vs scikit-learn, FASTA input errors, and ``wensu-eval probe
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import require_shared
+from helpers_probe_cli import probe_cli_args, run_eval, tiny_checkpoint
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from wensu.alphabet import get_alphabet
-from wensu.checkpoint import save_encoder_checkpoint
 from wensu.model import Encoder, EncoderConfig
 from wensu.probes.attention_heads import best_heads, head_maps, head_precisions
 from wensu.probes.context import stable_subset
@@ -25,7 +22,6 @@ from wensu.probes.embedding_map import knn_accuracy, label_silhouette, project_2
 from wensu.probes.logit_lens import layer_logits, logit_lens, mask_positions
 from wensu.probes.protein_inputs import ORGANISM, organism_of, read_proteins
 
-SCRIPT = Path(sys.executable).with_name("wensu-eval")
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQLGNV", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMF"]
 
 
@@ -159,15 +155,9 @@ def test_bad_fasta_inputs_name_file_and_record(tmp_path):
         read_proteins(tmp_path / "missing.fasta")
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    torch.manual_seed(11)
-    encoder = Encoder(EncoderConfig(num_layers=2, d_model=16, num_heads=2, ffn_dim=32))
-    return save_encoder_checkpoint(encoder, path, {"max_length": 64})
-
-
 def test_cli_interpret_on_a_fasta(tmp_path):
     data = require_shared("")
-    checkpoint = _tiny_checkpoint(tmp_path / "tiny.ckpt")
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt", seed=11, max_length=64)
     fasta = tmp_path / "proteins.fasta"
     records = []
     for i in range(8):
@@ -175,19 +165,9 @@ def test_cli_interpret_on_a_fasta(tmp_path):
         sequence = "".join(np.random.default_rng(i).choice(list("ACDEFGHIKLMNPQRSTVWY"), 80))
         records.append(f">p{i} protein OS={organism} OX=1\n{sequence}U\n")
     fasta.write_text("".join(records))
-    args = [
-        f"checkpoint={checkpoint}",
-        "probe=interpret",
-        f"input={fasta.name}",
-        "subset=fast",
-        "output=out",
-        f"data_dir={data}",
-        "progress=false",
-        "cpu_threads=1",
-        "probe.interpret.fast.structure_limit=3",
-        "probe.interpret.max_proteins=6",
-    ]
-    run = subprocess.run([str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True)
+    settings = ["probe.interpret.fast.structure_limit=3", "probe.interpret.max_proteins=6"]
+    args = probe_cli_args(checkpoint, "interpret", data, f"input={fasta.name}", *settings)
+    run = run_eval(tmp_path, args)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "interpret" / "metrics.json").read_text())
     assert metrics["details"]["input"] == {
@@ -211,12 +191,10 @@ def test_cli_interpret_on_a_fasta(tmp_path):
     assert any("attention heads" in row["task"] for row in metrics["rows"])
 
     (tmp_path / "bad.fasta").write_text(">x\nAC#D\n")
-    bad = subprocess.run(
-        [str(SCRIPT), *args[:2], "input=bad.fasta", *args[3:], "output=bad"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    bad_args = probe_cli_args(
+        checkpoint, "interpret", data, "input=bad.fasta", *settings, output="bad"
     )
+    bad = run_eval(tmp_path, bad_args)
     assert bad.returncode == 2
     assert "bad.fasta" in bad.stderr and "'x'" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -4,17 +4,14 @@ letters through every path, and ``wensu-eval probe=robustness`` as a user runs i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import require_shared
+from helpers_probe_cli import probe_cli_args, run_eval, tiny_checkpoint
 
 from wensu.alphabet import get_alphabet
-from wensu.checkpoint import save_encoder_checkpoint
 from wensu.embed import embed
 from wensu.embeddings import read as read_embeddings
 from wensu.model import Encoder, EncoderConfig
@@ -35,7 +32,6 @@ from wensu.probes.run_robustness import perturbation_inputs
 from wensu.probes.ss import ProbeData, ProbeSettings, predict, train_probe
 from wensu.probes.variants import ResidueLogProbs, score_variants
 
-SCRIPT = Path(sys.executable).with_name("wensu-eval")
 RARE = "MKUVOLBZXAGTRwyk"  # U, O, B, Z, X and lower case
 
 
@@ -180,25 +176,19 @@ def test_rare_letters_go_through_every_path(tmp_path, features):
 
 def test_cli_robustness(tmp_path):
     data = require_shared("")
-    torch.manual_seed(3)
-    encoder = Encoder(EncoderConfig(num_layers=2, d_model=16, num_heads=2, ffn_dim=32))
-    checkpoint = save_encoder_checkpoint(encoder, tmp_path / "tiny.ckpt", {"max_length": 128})
-    args = [
-        f"checkpoint={checkpoint}",
-        "probe=robustness",
-        "subset=fast",
-        "output=out",
-        f"data_dir={data}",
-        "progress=false",
-        "cpu_threads=1",
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt", seed=3, max_length=128)
+    args = probe_cli_args(
+        checkpoint,
+        "robustness",
+        data,
         "probe.robustness.rates=[0.0,0.1]",
         "probe.robustness.truncations=[0.3]",
         "probe.robustness.concatenations=[4]",
         "probe.robustness.fast.test_limit=8",
         "probe.robustness.fast.max_train=20",
         "probe.robustness.fast.training.max_epochs=2",
-    ]
-    run = subprocess.run([str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True)
+    )
+    run = run_eval(tmp_path, args)
     assert run.returncode == 0, run.stderr[-3000:]
     curves = json.loads((tmp_path / "out" / "robustness" / "curves.json").read_text())
     assert set(curves["curves"]) == {"model", "random-init"}

@@ -14,20 +14,19 @@ for very long cells; the default is dense.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from wensu.model.attention import AttentionPattern, build_backend
-from wensu.model.config import AttentionConfig, ConfigError, EncoderConfig, _build, _check_int
+from wensu.model.config import AttentionConfig, EncoderConfig, PlainDictConfig, _check_int
 from wensu.model.layers import TransformerLayer, gelu
 
 CELL_KIND = "cells"
@@ -41,7 +40,7 @@ class CellCheckpointError(ValueError):
 
 
 @dataclass
-class CellEncoderConfig:
+class CellEncoderConfig(PlainDictConfig):
     """Shape of a :class:`CellEncoder`.
 
     ``vocab_size`` counts the gene vocabulary's 5 special tokens plus its genes (``len(vocab)``
@@ -50,6 +49,8 @@ class CellEncoderConfig:
     the extra input bin id ``num_bins`` is the ``<mask>`` bin. ``max_genes`` is the most genes
     one cell contributes per forward pass (see :func:`select_genes`).
     """
+
+    config_name: ClassVar[str] = "cell model config"
 
     vocab_size: int = 20000
     num_bins: int = 9
@@ -66,10 +67,7 @@ class CellEncoderConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.attention, Mapping):
-            self.attention = AttentionConfig.from_dict(self.attention)
-        elif not isinstance(self.attention, AttentionConfig):
-            raise ConfigError(f"attention must be a mapping, got {self.attention!r}")
+        self.attention = AttentionConfig.coerce(self.attention)
         _check_int("vocab_size", self.vocab_size, NUM_SPECIAL + 1)
         _check_int("num_bins", self.num_bins, 2)
         _check_int("max_genes", self.max_genes, 1)
@@ -98,15 +96,6 @@ class CellEncoderConfig:
     @property
     def mask_bin(self) -> int:
         return self.num_bins
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict, safe for ``torch.load(weights_only=True)``."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> CellEncoderConfig:
-        """Build from a plain mapping; ``ConfigError`` names the field, reason and ``source``."""
-        return _build(cls, data, source, "cell model config")
 
 
 class BinHead(nn.Module):
@@ -340,9 +329,7 @@ def save_cell_checkpoint(
 ) -> Path:
     """Write a minimal Lightning-compatible cell checkpoint (atomically) that
     :func:`load_cell_checkpoint` reads; ``hyper_parameters`` adds plain-typed entries."""
-    import lightning
-
-    from wensu.checkpoint import save_atomic
+    from wensu.checkpoint import lightning_checkpoint, save_atomic
 
     path = Path(path)
     hparams = {
@@ -351,16 +338,5 @@ def save_cell_checkpoint(
         "vocab": [str(g) for g in vocab],
         **dict(hyper_parameters or {}),
     }
-    checkpoint = {
-        "state_dict": {
-            f"{MODEL_PREFIX}{name}": tensor.detach().cpu().clone()
-            for name, tensor in encoder.state_dict().items()
-        },
-        "hyper_parameters": hparams,
-        "hparams_name": "kwargs",
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    save_atomic(checkpoint, path)
+    save_atomic(lightning_checkpoint(encoder, hparams), path)
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 FFN_KINDS = ("dense", "moe")
 
@@ -59,14 +59,36 @@ def _build(cls: type, data: Any, source: str | None, what: str) -> Any:
         raise ConfigError(f"{error}{where}") from None
 
 
+class PlainDictConfig:
+    """``to_dict``/``from_dict`` for the config dataclasses; ``config_name`` names the kind of
+    config in errors (``unknown model config field(s) ...``)."""
+
+    config_name: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of python scalars, safe for `torch.load(weights_only=True)`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> Self:
+        """Build from a plain mapping such as a resolved Hydra node.
+
+        Missing fields take their defaults; unknown fields or invalid values raise
+        `ConfigError` naming the field, the reason and `source` (a file or checkpoint).
+        """
+        return _build(cls, data, source, cls.config_name)
+
+
 @dataclass
-class AttentionConfig:
+class AttentionConfig(PlainDictConfig):
     """Which keys each query sees and which backend computes it.
 
     Query i sees key j iff |i - j| <= window, or i < num_global, or j < num_global, and j is
     not padding; `window=None` is full (dense) attention. `block_size` is the query block
     length of the `chunked` backend (`flex` uses its own 128-token sparse blocks).
     """
+
+    config_name: ClassVar[str] = "attention config"
 
     backend: str = "dense"
     window: int | None = None
@@ -86,18 +108,25 @@ class AttentionConfig:
         _check_int("attention.num_global", self.num_global, 0)
         _check_int("attention.block_size", self.block_size, 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> AttentionConfig:
-        """Build from a plain mapping; `ConfigError` names the field, the reason and `source`."""
-        return _build(cls, data, source, "attention config")
+    def coerce(cls, value: Any) -> AttentionConfig:
+        """``value`` as an AttentionConfig: itself, or built from a mapping."""
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        if not isinstance(value, AttentionConfig):
+            raise ConfigError(f"attention must be a mapping, got {value!r}")
+        return value
 
 
 @dataclass
-class EncoderConfig:
-    """Shape and behaviour of a `wensu.model.Encoder` (ESM-2-style: pre-LN, rotary, tied head)."""
+class EncoderConfig(PlainDictConfig):
+    """Shape and behaviour of a `wensu.model.Encoder` (ESM-2-style: pre-LN, rotary, tied head).
+
+    `EncoderConfig.from_dict` builds one from a plain mapping such as a resolved Hydra `model`
+    node; `to_dict` is what checkpoints store.
+    """
+
+    config_name: ClassVar[str] = "model config"
 
     num_layers: int = 6
     d_model: int = 320
@@ -124,10 +153,7 @@ class EncoderConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.attention, Mapping):
-            self.attention = AttentionConfig.from_dict(self.attention)
-        elif not isinstance(self.attention, AttentionConfig):
-            raise ConfigError(f"attention must be a mapping, got {self.attention!r}")
+        self.attention = AttentionConfig.coerce(self.attention)
         for name in ("num_layers", "d_model", "num_heads", "ffn_dim", "vocab_size"):
             _check_int(name, getattr(self, name), 1)
         for name in ("padding_idx", "mask_idx"):
@@ -182,16 +208,3 @@ class EncoderConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of python scalars, safe for `torch.load(weights_only=True)`."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> EncoderConfig:
-        """Build from a plain mapping such as a resolved Hydra `model` node.
-
-        Missing fields take their defaults; unknown fields or invalid values raise
-        `ConfigError` naming the field, the reason and `source` (a file or checkpoint).
-        """
-        return _build(cls, data, source, "model config")

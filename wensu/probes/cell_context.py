@@ -63,19 +63,9 @@ def is_cell_checkpoint_file(path: str | os.PathLike) -> bool:
 def resolve_cell_data_dir(value: str | None) -> Path:
     """The shared data root holding ``singlecell/``: the option, $WENSU_SHARED_DATA, or
     ../shared/data next to the working directory or the checkout."""
-    from wensu.probes.cli import EvalConfigError
+    from wensu.probes.cli import resolve_data_dir
 
-    candidates = [Path(value)] if value else []
-    if not value:
-        if os.environ.get("WENSU_SHARED_DATA"):
-            candidates.append(Path(os.environ["WENSU_SHARED_DATA"]))
-        candidates.append(Path.cwd().parent / "shared" / "data")
-        candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    for path in candidates:
-        if (path / "singlecell").is_dir():
-            return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise EvalConfigError(f"data_dir: no shared data folder with singlecell/ found; tried {tried}")
+    return resolve_data_dir(value, "singlecell")
 
 
 def build_cell_context(

@@ -75,8 +75,9 @@ def runner(name: str) -> Callable[[EvalContext, dict], ProbeResult]:
     return getattr(importlib.import_module(module), function)
 
 
-def resolve_data_dir(value: str | None) -> Path:
-    """The shared data root: the option, else $WENSU_SHARED_DATA, else ../shared/data."""
+def resolve_data_dir(value: str | None, required: str = "structure") -> Path:
+    """The shared data root holding ``required/``: the option, else $WENSU_SHARED_DATA, else
+    ../shared/data next to the working directory or the checkout."""
     candidates = [Path(value)] if value else []
     if not value:
         if os.environ.get("WENSU_SHARED_DATA"):
@@ -84,10 +85,12 @@ def resolve_data_dir(value: str | None) -> Path:
         candidates.append(Path.cwd().parent / "shared" / "data")
         candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
     for path in candidates:
-        if (path / "structure").is_dir():
+        if (path / required).is_dir():
             return path
     tried = ", ".join(str(p) for p in candidates)
-    raise EvalConfigError(f"data_dir: no shared data folder (with structure/) found; tried {tried}")
+    raise EvalConfigError(
+        f"data_dir: no shared data folder (with {required}/) found; tried {tried}"
+    )
 
 
 def probe_settings(cfg: Any, name: str, subset: str) -> dict[str, Any]:

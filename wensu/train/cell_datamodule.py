@@ -17,17 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
 from wensu.data.cells import CellShardDataset
 from wensu.data.collate import collate_tokens
 from wensu.data.sampler import TokenBudgetBatchSampler
 from wensu.model.cell_encoder import PAD_IDX, select_genes
+from wensu.train.datamodule import VERIFY_MODES as VERIFY_MODES  # re-exported
+from wensu.train.datamodule import ResumableDataModule, check_budget
 from wensu.train.examples import _unpack
 from wensu.train.loader import ResumableBatchSampler, ResumableDataLoader, loader_generator
-
-VERIFY_MODES = ("open", "lazy", "none")
 
 
 class CellExamples(Dataset):
@@ -106,7 +105,7 @@ class FixedOrderBatchSampler(ResumableBatchSampler):
         return None
 
 
-class CellDataModule(LightningDataModule):
+class CellDataModule(ResumableDataModule):
     """Train/validation loaders over one cell dataset directory.
 
     Args:
@@ -138,13 +137,7 @@ class CellDataModule(LightningDataModule):
         super().__init__()
         if kind != "cells":
             raise ValueError(f"data.kind must be 'cells' for the cell data module, got {kind!r}")
-        if verify not in VERIFY_MODES:
-            raise ValueError(f"data.verify must be one of {VERIFY_MODES}, got {verify!r}")
-        if max_tokens < max_genes:
-            raise ValueError(
-                f"data.max_tokens ({max_tokens}) must be >= data.max_genes ({max_genes}) so that "
-                "a full cell fits a batch"
-            )
+        check_budget(verify, max_tokens, "max_genes", max_genes, "a full cell")
         self.dataset_dir = Path(dataset_dir)
         self.train_split, self.val_split = train_split, val_split
         self.max_genes = int(max_genes)
@@ -159,8 +152,6 @@ class CellDataModule(LightningDataModule):
         self.val_cells: CellShardDataset | None = None
         self.train_set: CellExamples | None = None
         self.val_set: CellExamples | None = None
-        self.train_sampler: ResumableBatchSampler | None = None
-        self._pending_state: dict[str, Any] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Open (and with ``verify=open`` checksum) both splits; safe to call repeatedly."""
@@ -170,12 +161,6 @@ class CellDataModule(LightningDataModule):
         if self.val_set is None:
             self.val_cells = CellShardDataset(self.dataset_dir, self.val_split, self.verify)
             self.val_set = CellExamples(self.val_cells, self.max_genes, self.seed, fixed_epoch=0)
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
 
     def _loader(self, dataset, sampler, seed: int) -> ResumableDataLoader:
         extra: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
@@ -189,51 +174,21 @@ class CellDataModule(LightningDataModule):
         )
 
     def _sampler(self, dataset: CellExamples, max_tokens: int, shuffle: bool, fixed=False):
-        rank, world = self._rank_and_world()
-        kind = FixedOrderBudgetSampler if fixed else TokenBudgetBatchSampler
-        return kind(
+        return self._budget_sampler(
             dataset.lengths,
             max_tokens,
             shuffle=shuffle,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-            drop_last=False,
             extra_tokens_per_seq=0,
             max_batch_size=self.max_cells,
+            kind=FixedOrderBudgetSampler if fixed else TokenBudgetBatchSampler,
         )
 
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup("fit")
-        self.train_sampler = ResumableBatchSampler(
-            self._sampler(self.train_set, self.max_tokens, shuffle=True)
-        )
-        if self._pending_state is not None:
-            self.train_sampler.load_state_dict(self._pending_state)
-            self._pending_state = None
-        return self._loader(self.train_set, self.train_sampler, self.seed)
+        sampler = self._sampler(self.train_set, self.max_tokens, shuffle=True)
+        return self._loader(self.train_set, self._resumable(sampler), self.seed)
 
     def val_dataloader(self) -> ResumableDataLoader:
         self.setup("validate")
         sampler = self._sampler(self.val_set, self.val_max_tokens, shuffle=True, fixed=True)
         return self._loader(self.val_set, FixedOrderBatchSampler(sampler), self.seed + 1)
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self.train_sampler is not None:
-            self.train_sampler.mark_consumed(batch["epoch"], batch["batch_index"])
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.train_sampler is None:
-            return {}
-        return {"train_sampler": self.train_sampler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        sampler_state = state.get("train_sampler")
-        if not sampler_state:
-            return
-        if self.train_sampler is not None:
-            self.train_sampler.load_state_dict(sampler_state)
-        else:
-            self._pending_state = dict(sampler_state)

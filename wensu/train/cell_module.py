@@ -25,12 +25,18 @@ from torch import Tensor
 
 from wensu.model.cell_encoder import CELL_KIND, CellEncoder, CellEncoderConfig
 from wensu.train.metrics import MaskedLMMetric
-from wensu.train.module import _adamw, dataclass_dict, stream_seed
-from wensu.train.schedule import WarmupDecay, build_scheduler
+from wensu.train.module import CHECKPOINT_KEY as CHECKPOINT_KEY  # the key, re-exported
+from wensu.train.module import (
+    adamw_with_schedule,
+    dataclass_dict,
+    load_progress,
+    save_progress,
+    seeded_generator,
+    stream_seed,
+)
 from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
 
 _STREAM_MASK, _STREAM_DROPOUT, _STREAM_VAL = 1, 2, 3
-CHECKPOINT_KEY = "wensu"
 
 
 def mask_bins(
@@ -123,11 +129,7 @@ class CellMaskedModule(LightningModule):
         }
 
     def _generator(self, device: torch.device, seed: int) -> torch.Generator:
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = self._generators[device] = torch.Generator(device=device)
-        generator.manual_seed(seed)
-        return generator
+        return seeded_generator(self._generators, device, seed)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         rank, counter = self.global_rank, self.batches_trained
@@ -168,43 +170,10 @@ class CellMaskedModule(LightningModule):
         decay, no_decay = [], []
         for _, param in self.model.named_parameters():
             (no_decay if param.ndim < 2 else decay).append(param)
-        settings = self.optim_settings
-        optimizer = _adamw(
-            [
-                {"params": decay, "weight_decay": settings.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            settings,
-        )
-        if self.schedule_settings.total_steps:
-            total = int(self.schedule_settings.total_steps)
-        elif self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = int(self.trainer.max_steps)
-        else:
-            total = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = WarmupDecay(
-            warmup_steps=int(self.schedule_settings.warmup_steps),
-            total_steps=total,
-            decay=self.schedule_settings.decay,
-            min_lr_ratio=float(self.schedule_settings.min_lr_ratio),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": build_scheduler(optimizer, schedule),
-                "interval": "step",
-                "frequency": 1,
-            },
-        }
+        return adamw_with_schedule(self, decay, no_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format_version": 1,
-            "batches_trained": int(self.batches_trained),
-            "tokens_seen": int(self.tokens_seen),
-        }
+        save_progress(checkpoint, self.batches_trained, self.tokens_seen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get(CHECKPOINT_KEY, {})
-        self.batches_trained = int(state.get("batches_trained", 0))
-        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.batches_trained, self.tokens_seen = load_progress(checkpoint)

@@ -30,7 +30,93 @@ from wensu.train.loader import (
 VERIFY_MODES = ("open", "lazy", "none")
 
 
-class ProteinDataModule(LightningDataModule):
+def check_budget(verify: str, max_tokens: int, length_name: str, length: int, what: str) -> None:
+    """Refuse an unknown ``verify`` mode or a token budget that cannot hold one full example
+    (``length`` tokens, the ``data.<length_name>`` setting)."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"data.verify must be one of {VERIFY_MODES}, got {verify!r}")
+    if max_tokens < length:
+        raise ValueError(
+            f"data.max_tokens ({max_tokens}) must be >= data.{length_name} ({length}) so that "
+            f"{what} fits a batch"
+        )
+
+
+class ResumableDataModule(LightningDataModule):
+    """Rank sharding and resumable training-batch order shared by wensu's data modules.
+
+    Subclasses build ``self.train_sampler`` with :meth:`_resumable` in ``train_dataloader``;
+    the consumed batches then travel in Lightning's checkpoint (``state_dict``) and a restored
+    run continues at the first batch it had not trained on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_sampler: ResumableBatchSampler | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _budget_sampler(
+        self,
+        lengths: Any,
+        max_tokens: int,
+        *,
+        shuffle: bool,
+        extra_tokens_per_seq: int,
+        max_batch_size: int | None,
+        kind: type[TokenBudgetBatchSampler] = TokenBudgetBatchSampler,
+    ) -> TokenBudgetBatchSampler:
+        """A token-budget sampler over this rank's shard, seeded with ``self.seed``."""
+        rank, world = self._rank_and_world()
+        return kind(
+            lengths,
+            max_tokens,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            drop_last=False,
+            extra_tokens_per_seq=extra_tokens_per_seq,
+            max_batch_size=max_batch_size,
+        )
+
+    def _resumable(self, sampler: TokenBudgetBatchSampler) -> ResumableBatchSampler:
+        """Wrap the training sampler as ``self.train_sampler``, restoring any pending state."""
+        self.train_sampler = ResumableBatchSampler(sampler)
+        if self._pending_state is not None:
+            self.train_sampler.load_state_dict(self._pending_state)
+            self._pending_state = None
+        return self.train_sampler
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self.train_sampler is not None:
+            self.train_sampler.mark_consumed(batch["epoch"], batch["batch_index"])
+        return batch
+
+    # ---- resume (the loader's state also travels with Lightning's loop state) --------------
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.train_sampler is None:
+            return {}
+        return {"train_sampler": self.train_sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sampler_state = state.get("train_sampler")
+        if not sampler_state:
+            return
+        if self.train_sampler is not None:
+            self.train_sampler.load_state_dict(sampler_state)
+        else:
+            self._pending_state = dict(sampler_state)
+
+
+class ProteinDataModule(ResumableDataModule):
     """Train/validation loaders over one dataset directory (``manifest.json`` + shards).
 
     Args:
@@ -65,13 +151,7 @@ class ProteinDataModule(LightningDataModule):
         pad_to_multiple: int = 8,
     ):
         super().__init__()
-        if verify not in VERIFY_MODES:
-            raise ValueError(f"data.verify must be one of {VERIFY_MODES}, got {verify!r}")
-        if max_tokens < crop_length:
-            raise ValueError(
-                f"data.max_tokens ({max_tokens}) must be >= data.crop_length ({crop_length}) so "
-                "that a full-length example fits a batch"
-            )
+        check_budget(verify, max_tokens, "crop_length", crop_length, "a full-length example")
         self.dataset_dir = Path(dataset_dir)
         self.train_split, self.val_split = train_split, val_split
         self.max_tokens = int(max_tokens)
@@ -90,8 +170,6 @@ class ProteinDataModule(LightningDataModule):
         self.val_records: ShardedDataset | None = None
         self.train_set: CroppedRecords | PackedWindows | None = None
         self.val_set: CroppedRecords | PackedWindows | None = None
-        self.train_sampler: ResumableBatchSampler | None = None
-        self._pending_state: dict[str, Any] | None = None
 
     # ---- datasets ---------------------------------------------------------------------------
 
@@ -113,12 +191,6 @@ class ProteinDataModule(LightningDataModule):
         )
 
     # ---- loaders ----------------------------------------------------------------------------
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
 
     def _collate(self):
         return partial(
@@ -146,58 +218,22 @@ class ProteinDataModule(LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup("fit")
-        rank, world = self._rank_and_world()
-        sampler = TokenBudgetBatchSampler(
+        sampler = self._budget_sampler(
             self.train_set.lengths,
             self.max_tokens,
             shuffle=True,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-            drop_last=False,
             extra_tokens_per_seq=self.train_set.extra_tokens_per_example,
             max_batch_size=self.max_batch_size,
         )
-        self.train_sampler = ResumableBatchSampler(sampler)
-        if self._pending_state is not None:
-            self.train_sampler.load_state_dict(self._pending_state)
-            self._pending_state = None
-        return self._loader(self.train_set, self.train_sampler, self.seed)
+        return self._loader(self.train_set, self._resumable(sampler), self.seed)
 
     def val_dataloader(self) -> ResumableDataLoader:
         self.setup("validate")
-        rank, world = self._rank_and_world()
-        sampler = TokenBudgetBatchSampler(
+        sampler = self._budget_sampler(
             self.val_set.lengths,
             self.val_max_tokens,
             shuffle=False,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-            drop_last=False,
             extra_tokens_per_seq=self.val_set.extra_tokens_per_example,
             max_batch_size=self.max_batch_size,
         )
         return self._loader(self.val_set, ResumableBatchSampler(sampler), self.seed + 1)
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self.train_sampler is not None:
-            self.train_sampler.mark_consumed(batch["epoch"], batch["batch_index"])
-        return batch
-
-    # ---- resume (the loader's state also travels with Lightning's loop state) --------------
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.train_sampler is None:
-            return {}
-        return {"train_sampler": self.train_sampler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        sampler_state = state.get("train_sampler")
-        if not sampler_state:
-            return
-        if self.train_sampler is not None:
-            self.train_sampler.load_state_dict(sampler_state)
-        else:
-            self._pending_state = dict(sampler_state)

@@ -132,11 +132,7 @@ class MaskedLMModule(LightningModule):
         }
 
     def _generator(self, device: torch.device, seed: int) -> torch.Generator:
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = self._generators[device] = torch.Generator(device=device)
-        generator.manual_seed(seed)
-        return generator
+        return seeded_generator(self._generators, device, seed)
 
     # ---- training / validation --------------------------------------------------------------
 
@@ -201,45 +197,74 @@ class MaskedLMModule(LightningModule):
                 continue
             leaf = name.rsplit(".", 1)[-1]
             (no_decay if param.ndim < 2 or leaf in _NO_DECAY_NAMES else decay).append(param)
-        settings = self.optim_settings
-        groups = [
-            {"params": decay, "weight_decay": settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = _adamw(groups, settings)
-        schedule = WarmupDecay(
-            warmup_steps=int(self.schedule_settings.warmup_steps),
-            total_steps=self._total_steps(),
-            decay=self.schedule_settings.decay,
-            min_lr_ratio=float(self.schedule_settings.min_lr_ratio),
-        )
-        scheduler = build_scheduler(optimizer, schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
-
-    def _total_steps(self) -> int:
-        if self.schedule_settings.total_steps:
-            return int(self.schedule_settings.total_steps)
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return int(self.trainer.max_steps)
-        return max(int(self.trainer.estimated_stepping_batches), 1)
+        return adamw_with_schedule(self, decay, no_decay)
 
     # ---- checkpoint state -------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format_version": 1,
-            "batches_trained": int(self.batches_trained),
-            "tokens_seen": int(self.tokens_seen),
-        }
+        save_progress(checkpoint, self.batches_trained, self.tokens_seen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get(CHECKPOINT_KEY, {})
-        self.batches_trained = int(state.get("batches_trained", 0))
-        self._tokens_host = int(state.get("tokens_seen", 0))
+        self.batches_trained, self._tokens_host = load_progress(checkpoint)
         self._tokens_device = None
+
+
+def save_progress(checkpoint: dict[str, Any], batches_trained: int, tokens_seen: int) -> None:
+    """Store the run's batch and token counters under ``checkpoint[CHECKPOINT_KEY]``."""
+    checkpoint[CHECKPOINT_KEY] = {
+        "format_version": 1,
+        "batches_trained": int(batches_trained),
+        "tokens_seen": int(tokens_seen),
+    }
+
+
+def load_progress(checkpoint: Mapping[str, Any]) -> tuple[int, int]:
+    """``(batches_trained, tokens_seen)`` stored by :func:`save_progress` (0s when absent)."""
+    state = checkpoint.get(CHECKPOINT_KEY, {})
+    return int(state.get("batches_trained", 0)), int(state.get("tokens_seen", 0))
+
+
+def seeded_generator(
+    generators: dict[torch.device, torch.Generator], device: torch.device, seed: int
+) -> torch.Generator:
+    """The generator cached in ``generators`` for ``device`` (made on first use), reseeded."""
+    generator = generators.get(device)
+    if generator is None:
+        generator = generators[device] = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def adamw_with_schedule(
+    module: LightningModule, decay: list[Tensor], no_decay: list[Tensor]
+) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer for a module with ``optim_settings`` and
+    ``schedule_settings``: AdamW (weight decay on ``decay`` only) with the warmup/decay
+    schedule stepped per optimizer step. The schedule lasts ``schedule.total_steps``, else the
+    trainer's ``max_steps``, else the trainer's estimate (the trainer is only asked then)."""
+    optim, schedule = module.optim_settings, module.schedule_settings
+    if schedule.total_steps:
+        total = int(schedule.total_steps)
+    elif module.trainer.max_steps and module.trainer.max_steps > 0:
+        total = int(module.trainer.max_steps)
+    else:
+        total = max(int(module.trainer.estimated_stepping_batches), 1)
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = _adamw(groups, optim)
+    lr_schedule = WarmupDecay(
+        warmup_steps=int(schedule.warmup_steps),
+        total_steps=total,
+        decay=schedule.decay,
+        min_lr_ratio=float(schedule.min_lr_ratio),
+    )
+    scheduler = build_scheduler(optimizer, lr_schedule)
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+    }
 
 
 def dataclass_dict(settings: Any) -> dict[str, Any]:
