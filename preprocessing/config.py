@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -29,21 +29,27 @@ RUNTIME_KEYS = ("input", "output", "overwrite", "num_workers", "progress", "keep
 _HYDRA_KEYS = ("defaults", "hydra")
 
 
-def default_config() -> dict[str, Any]:
-    """The packaged ``preprocess.yaml`` as a plain dict (without Hydra's own keys)."""
-    text = resources.files("wensu.conf").joinpath(CONFIG_NAME).read_text(encoding="utf-8")
+def packaged_yaml(name: str) -> dict[str, Any]:
+    """A YAML file of ``wensu.conf`` as a plain dict (without Hydra's own keys)."""
+    text = resources.files("wensu.conf").joinpath(name).read_text(encoding="utf-8")
     # libyaml's parser when present: half the time of OmegaConf's pure-Python YAML loading.
     parsed = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     data = OmegaConf.to_container(OmegaConf.create(parsed), resolve=True)
     return {k: v for k, v in data.items() if k not in _HYDRA_KEYS}
 
 
+def default_config() -> dict[str, Any]:
+    """The packaged ``preprocess.yaml`` as a plain dict (without Hydra's own keys)."""
+    return packaged_yaml(CONFIG_NAME)
+
+
 @dataclass(frozen=True)
-class PreprocessConfig:
+class SettingsBase:
     """Validated settings; ``raw`` is the full resolved mapping, :meth:`output_config` the part
-    that determines the output."""
+    that determines the output (everything but ``runtime_keys``)."""
 
     raw: dict[str, Any]
+    runtime_keys: ClassVar[tuple[str, ...]] = RUNTIME_KEYS
 
     def __getattr__(self, name: str) -> Any:
         raw = object.__getattribute__(self, "raw")
@@ -56,15 +62,12 @@ class PreprocessConfig:
         value = self.raw["input"]
         return [value] if isinstance(value, str) else [str(v) for v in value]
 
-    @property
-    def split_fractions(self) -> dict[str, float]:
-        return {name: float(self.raw["split"][name]) for name in SPLIT_NAMES}
+    def _output_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.raw.items() if k not in self.runtime_keys}
 
     def output_config(self) -> dict[str, Any]:
         """Settings that decide the output bytes (the manifest's ``config``)."""
-        out = {k: v for k, v in self.raw.items() if k not in RUNTIME_KEYS}
-        out["cluster"] = {k: v for k, v in out["cluster"].items() if k != "mmseqs"}
-        return json.loads(json.dumps(out, sort_keys=True))
+        return json.loads(json.dumps(self._output_settings(), sort_keys=True))
 
     def fingerprint(self, inputs: list[dict]) -> str:
         """SHA-256 over the output settings and the inputs' paths, sizes and hashes."""
@@ -72,19 +75,43 @@ class PreprocessConfig:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _merge_known(base: dict, overrides: Mapping, prefix: str = "") -> dict:
+@dataclass(frozen=True)
+class PreprocessConfig(SettingsBase):
+    """Protein preprocessing settings (conf/preprocess.yaml)."""
+
+    @property
+    def split_fractions(self) -> dict[str, float]:
+        return {name: float(self.raw["split"][name]) for name in SPLIT_NAMES}
+
+    def _output_settings(self) -> dict[str, Any]:
+        out = super()._output_settings()
+        out["cluster"] = {k: v for k, v in out["cluster"].items() if k != "mmseqs"}
+        return out
+
+
+def merge_known(
+    base: dict, overrides: Mapping, *, what: str, free: tuple[str, ...] = (), prefix: str = ""
+) -> dict:
+    """``base`` updated by ``overrides`` (nested); a key ``base`` lacks is a ConfigError naming
+    ``what`` settings. Mappings named in ``free`` hold data keys and are replaced whole."""
     out = dict(base)
     for key, value in overrides.items():
         if key in _HYDRA_KEYS and not prefix:
             continue
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"unknown preprocessing setting {prefix + key!r} (known: {known})")
-        if isinstance(base[key], dict) and isinstance(value, Mapping) and key != "sha256":
-            out[key] = _merge_known(base[key], value, prefix + key + ".")
+            raise ConfigError(f"unknown {what} setting {prefix + key!r} (known: {known})")
+        if isinstance(base[key], dict) and isinstance(value, Mapping) and key not in free:
+            out[key] = merge_known(
+                base[key], value, what=what, free=free, prefix=prefix + key + "."
+            )
         else:
             out[key] = value
     return out
+
+
+def _merge_known(base: dict, overrides: Mapping) -> dict:
+    return merge_known(base, overrides, what="preprocessing", free=("sha256",))
 
 
 def _check(raw: dict) -> None:

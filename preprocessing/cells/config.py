@@ -7,16 +7,15 @@ an output byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from os import PathLike
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import SettingsBase, merge_known, packaged_yaml
 from ..errors import ConfigError
 from .binning import BinningConfig
 from .h5ad import DUPLICATE_GENE_POLICIES, MISSING_LABEL_POLICIES, NON_INTEGER_POLICIES, ReadOptions
@@ -24,34 +23,20 @@ from .h5ad import DUPLICATE_GENE_POLICIES, MISSING_LABEL_POLICIES, NON_INTEGER_P
 CONFIG_NAME = "preprocess_cells.yaml"
 SPLIT_NAMES = ("train", "valid", "test")
 RUNTIME_KEYS = ("input", "output", "overwrite", "chunk_cells", "progress", "keep_work")
-_HYDRA_KEYS = ("defaults", "hydra")
 # Mappings whose keys are data (column or dataset names), not settings.
 _FREE_MAPPINGS = ("flag_columns",)
 
 
 def default_cells_config() -> dict[str, Any]:
     """The packaged ``preprocess_cells.yaml`` as a plain dict (without Hydra's keys)."""
-    text = resources.files("wensu.conf").joinpath(CONFIG_NAME).read_text(encoding="utf-8")
-    data = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    return {k: v for k, v in data.items() if k not in _HYDRA_KEYS}
+    return packaged_yaml(CONFIG_NAME)
 
 
 @dataclass(frozen=True)
-class CellsConfig:
-    """Validated settings; ``raw`` is the resolved mapping."""
+class CellsConfig(SettingsBase):
+    """Validated cells settings; ``raw`` is the resolved mapping."""
 
-    raw: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        raw = object.__getattribute__(self, "raw")
-        if name in raw:
-            return raw[name]
-        raise AttributeError(name)
-
-    @property
-    def inputs(self) -> list[str]:
-        value = self.raw["input"]
-        return [value] if isinstance(value, str) else [str(v) for v in value]
+    runtime_keys: ClassVar[tuple[str, ...]] = RUNTIME_KEYS
 
     @property
     def read_options(self) -> ReadOptions:
@@ -78,32 +63,9 @@ class CellsConfig:
             max_genes=b["max_genes"],
         )
 
-    def output_config(self) -> dict[str, Any]:
-        """Settings that decide the output bytes (the manifest's ``config``)."""
-        out = {k: v for k, v in self.raw.items() if k not in RUNTIME_KEYS}
-        return json.loads(json.dumps(out, sort_keys=True))
 
-    def fingerprint(self, inputs: list[dict]) -> str:
-        """SHA-256 over the output settings and the inputs' paths, sizes and hashes."""
-        blob = json.dumps({"config": self.output_config(), "inputs": inputs}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _merge_known(base: dict, overrides: Mapping, prefix: str = "") -> dict:
-    out = dict(base)
-    for key, value in overrides.items():
-        if key in _HYDRA_KEYS and not prefix:
-            continue
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(
-                f"unknown cells preprocessing setting {prefix + key!r} (known: {known})"
-            )
-        if isinstance(base[key], dict) and isinstance(value, Mapping) and key not in _FREE_MAPPINGS:
-            out[key] = _merge_known(base[key], value, prefix + key + ".")
-        else:
-            out[key] = value
-    return out
+def _merge_known(base: dict, overrides: Mapping) -> dict:
+    return merge_known(base, overrides, what="cells preprocessing", free=_FREE_MAPPINGS)
 
 
 def _check(raw: dict) -> None:

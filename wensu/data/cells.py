@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wensu.data.collate import collate_tokens
+from wensu.data.dataset import ShardLookup
 from wensu.data.shards import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -109,7 +110,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-class CellShardDataset(Dataset):
+class CellShardDataset(ShardLookup, Dataset):
     """One split of a cell dataset directory written by ``wensu.preprocessing.cells``.
 
     ``ds[i]`` is ``{"id", "dataset", "donor", "genes": np.int64 token ids, "bins": np.int64,
@@ -117,6 +118,8 @@ class CellShardDataset(Dataset):
     ``verify`` as in :class:`wensu.data.ShardedDataset`: ``"open"`` hashes every shard now,
     ``"lazy"`` on first use, ``"none"`` never. HDF5 handles open lazily per process.
     """
+
+    _item_noun = "cell"
 
     def __init__(
         self, dataset_dir: str | os.PathLike, split: str = "train", verify: Verify = "open"
@@ -204,31 +207,6 @@ class CellShardDataset(Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        n, i = len(self), int(index)
-        i = i + n if i < 0 else i
-        if not 0 <= i < n:
-            raise IndexError(f"cell index {index} out of range for {n} cells")
-        shard = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return shard, i - int(self._starts[shard])
-
-    def _path(self, shard: int) -> Path:
-        return self.dataset_dir / self._shards[shard]["path"]
-
-    def _verify(self, shard: int) -> None:
-        if shard in self._verified:
-            return
-        path = self._path(shard)
-        if not path.is_file():
-            raise DatasetIntegrityError(f"{path}: shard listed in the manifest is missing")
-        actual = sha256_file(path)
-        if actual != self._shards[shard]["sha256"]:
-            raise DatasetIntegrityError(
-                f"{path}: checksum mismatch (manifest sha256 {self._shards[shard]['sha256']}, "
-                f"file sha256 {actual}); the shard is corrupted or was rewritten"
-            )
-        self._verified.add(shard)
 
     def _file(self, shard: int) -> h5py.File:
         if self._pid != os.getpid():

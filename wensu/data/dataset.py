@@ -32,7 +32,44 @@ _VERIFY_MODES = ("open", "lazy", "none")
 _STREAM_BLOCK_RECORDS = 4096
 
 
-class ShardedDataset(Dataset):
+class ShardLookup:
+    """Index -> (shard, row) lookup and checksum verification shared by the shard datasets.
+
+    Needs ``dataset_dir``, ``_shards`` (manifest entries), ``_starts`` (first index of each
+    shard) and ``_verified`` (a set); ``_item_noun`` names an item in error messages.
+    """
+
+    _item_noun = "record"
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        n, i = len(self), int(index)
+        i = i + n if i < 0 else i
+        if not 0 <= i < n:
+            noun = self._item_noun
+            raise IndexError(f"{noun} index {index} out of range for {n} {noun}s")
+        shard = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return shard, i - int(self._starts[shard])
+
+    def _path(self, shard: int) -> Path:
+        return self.dataset_dir / self._shards[shard]["path"]
+
+    def _verify(self, shard: int) -> None:
+        if shard in self._verified:
+            return
+        path = self._path(shard)
+        if not path.is_file():
+            raise DatasetIntegrityError(f"{path}: shard listed in the manifest is missing")
+        expected = self._shards[shard]["sha256"]
+        actual = sha256_file(path)
+        if actual != expected:
+            raise DatasetIntegrityError(
+                f"{path}: checksum mismatch (manifest sha256 {expected}, file sha256 {actual}); "
+                "the shard is corrupted or was rewritten after the manifest"
+            )
+        self._verified.add(shard)
+
+
+class ShardedDataset(ShardLookup, Dataset):
     """One split of a wensu dataset directory (``manifest.json`` + ``{split}/shard-*.h5``).
 
     ``verify`` decides when each shard's SHA-256 is checked against the manifest: ``"open"``
@@ -155,34 +192,6 @@ class ShardedDataset(Dataset):
         tokens[1:-1] = body
         tokens[-1] = self.alphabet.eos_idx
         return {"id": record_id, "sequence": residues.tobytes().decode("ascii"), "tokens": tokens}
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        n = len(self)
-        i = int(index)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"record index {index} out of range for {n} records")
-        shard = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return shard, i - int(self._starts[shard])
-
-    def _path(self, shard: int) -> Path:
-        return self.dataset_dir / self._shards[shard]["path"]
-
-    def _verify(self, shard: int) -> None:
-        if shard in self._verified:
-            return
-        path = self._path(shard)
-        if not path.is_file():
-            raise DatasetIntegrityError(f"{path}: shard listed in the manifest is missing")
-        expected = self._shards[shard]["sha256"]
-        actual = sha256_file(path)
-        if actual != expected:
-            raise DatasetIntegrityError(
-                f"{path}: checksum mismatch (manifest sha256 {expected}, file sha256 {actual}); "
-                "the shard is corrupted or was rewritten after the manifest"
-            )
-        self._verified.add(shard)
 
     def _handle(self, shard: int) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
         if self._pid != os.getpid():
