@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import require_shared
+from train_helpers import kill_once_written, run_train, start_train
 
 from wensu.model.cell_encoder import load_cell_checkpoint
 from wensu.train.cell_datamodule import CellDataModule
 from wensu.train.cell_module import CellMaskedModule, mask_bins
 
-WENSU_TRAIN = str(Path(sys.executable).parent / "wensu-train")
 STEPS = 12
 MODEL = {
     "vocab_size": 30,
@@ -60,13 +55,6 @@ def _args(dataset: Path, run_dir: Path) -> list[str]:
     ]
 
 
-def _run(args, cwd, log=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if log is not None:
-        return subprocess.Popen([WENSU_TRAIN, *args], cwd=cwd, env=env, stdout=log, stderr=log)
-    return subprocess.run([WENSU_TRAIN, *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A real cell dataset: the 243 CEL-Seq2 PBMCs of Ding et al. 2020, preprocessed."""
@@ -87,7 +75,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_run(dataset, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
-    result = _run(_args(dataset, cwd / "reference"), cwd)
+    result = run_train(_args(dataset, cwd / "reference"), cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd / "reference"
 
@@ -160,20 +148,11 @@ def test_cli_run_writes_a_loadable_cell_checkpoint(reference_run, dataset):
 def test_killed_run_resumes_to_the_same_weights(reference_run, dataset, tmp_path):
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
-    with open(tmp_path / "first.log", "wb") as log:
-        process = _run(_args(dataset, run_dir), tmp_path, log)
-        try:
-            deadline = time.monotonic() + 240
-            while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert process.poll() is None, "training ended before it could be killed"
-            os.kill(process.pid, signal.SIGKILL)
-        finally:
-            process.kill()
-            process.wait()
+    process = start_train(_args(dataset, run_dir), tmp_path, tmp_path / "first.log")
+    kill_once_written(process, last)
     killed_at = torch.load(last, weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS
-    result = _run(_args(dataset, run_dir), tmp_path)
+    result = run_train(_args(dataset, run_dir), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"] == str(last) and summary["global_step"] == STEPS
@@ -187,6 +166,6 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, dataset, tmp_path
 
 
 def test_bad_config_is_one_line(dataset, tmp_path):
-    result = _run([*_args(dataset, tmp_path / "bad"), "model.vocab_size=99"], tmp_path)
+    result = run_train([*_args(dataset, tmp_path / "bad"), "model.vocab_size=99"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "model.vocab_size=99 but the dataset" in result.stderr.strip().splitlines()[-1]

@@ -5,15 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from train_helpers import TINY_RUN, run_train, shared_dataset, start_train
+from train_helpers import TINY_RUN, kill_once_written, run_train, shared_dataset, start_train
 
 import wensu.checkpoint
 from wensu.train.run_info import unigram_baseline
@@ -98,15 +95,7 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, dataset, tmp_path
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
     process = start_train(_args(dataset, run_dir), tmp_path, tmp_path / "first.log")
-    try:
-        deadline = time.monotonic() + 240
-        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "training ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    kill_once_written(process, last)
     killed_at = torch.load(last, weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS
     # Same command again: the run dir has last.ckpt, so it resumes automatically.

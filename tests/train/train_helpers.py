@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -109,3 +111,16 @@ def start_train(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [WENSU_TRAIN, *args], cwd=cwd, env=cli_env(), stdout=handle, stderr=subprocess.STDOUT
         )
+
+
+def kill_once_written(process: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    """SIGKILL ``process`` as soon as ``path`` exists (it must still be running then)."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "training ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
