@@ -37,8 +37,9 @@ system-deps:
 demo: install
 	$(VENV)/bin/python -P -m wensu.demo --output $(DEMO_DIR)
 
+# Tests read the real data beside the checkout; the product itself never looks there.
 test: install system-deps
-	$(VENV)/bin/python -P -m pytest $(PYTEST_ARGS)
+	WENSU_DATA=$${WENSU_DATA:-$(abspath ../shared/data)} $(VENV)/bin/python -P -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check wensu conf preprocessing tests experiments

@@ -1,4 +1,4 @@
-"""Shared fixtures. Real data comes from ../shared/data (or $WENSU_SHARED_DATA).
+"""Shared fixtures. Real data comes from $WENSU_DATA (``make test`` sets it to ../shared/data).
 
 A test that needs it skips when it is absent, except under CI (CI=true) where that is a failure.
 """
@@ -14,8 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shared_data_dir() -> Path:
-    env = os.environ.get("WENSU_SHARED_DATA")
+    env = os.environ.get("WENSU_DATA") or os.environ.get("WENSU_SHARED_DATA")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+# The CLIs that tests start find the data the way a user's would: through $WENSU_DATA.
+os.environ.setdefault("WENSU_DATA", str(_shared_data_dir()))
 
 
 def require_shared(relative: str) -> Path:
