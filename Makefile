@@ -33,6 +33,10 @@ system-deps:
 	  echo "installing Debian mmseqs2"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmseqs2 >/dev/null; }
+	@command -v mkdssp >/dev/null 2>&1 || { \
+	  echo "installing Debian dssp (mkdssp: SS labels of user PDB/mmCIF files)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dssp >/dev/null; }
 
 demo: install
 	$(VENV)/bin/python -P -m wensu.demo --output $(DEMO_DIR)
