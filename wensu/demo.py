@@ -50,8 +50,13 @@ def write_head(fasta: Path, destination: Path, records: int) -> Path:
     return destination
 
 
+# --quick: the same four commands at smoke-test size (what `make test` runs from a bare folder).
+QUICK_TRAIN = ["trainer.max_steps=20", "trainer.val_check_interval=10"]
+QUICK_EVAL = ["probe=[ss,contacts]", "probe.ss.max_train=40", "probe.ss.max_valid=10"]
+
+
 def build_steps(
-    output: Path, fasta: Path, embed_records: int | None
+    output: Path, fasta: Path, embed_records: int | None, quick: bool = False
 ) -> list[tuple[str, list[str]]]:
     """The demo's commands, in order."""
     data_dir = output / "dataset"
@@ -72,6 +77,7 @@ def build_steps(
                 "experiment=quickstart",
                 f"data.dataset_dir={data_dir}",
                 f"hydra.run.dir={run_dir}",
+                *(QUICK_TRAIN if quick else []),
             ],
         ),
         (
@@ -90,6 +96,7 @@ def build_steps(
                 f"checkpoint={checkpoint}",
                 "subset=fast",
                 f"output={output / 'report'}",
+                *(QUICK_EVAL if quick else []),
             ],
         ),
     ]
@@ -124,11 +131,15 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="embed only the first N records of the input (default: all of them)",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke-test size: few steps, 50 proteins, SS+contacts"
+    )
     args = parser.parse_args(argv)
     output = args.output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     fasta = (args.input or default_fasta()).resolve()
-    steps = build_steps(output, fasta, args.embed_records)
+    embed_records = args.embed_records or (50 if args.quick else None)
+    steps = build_steps(output, fasta, embed_records, quick=args.quick)
     timings = {step: _run(step, cmd) for step, cmd in steps}
     _print_summary(output, timings)
 
