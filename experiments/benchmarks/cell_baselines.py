@@ -2,7 +2,7 @@
 
 Logistic regression (standardised, seed 0, C picked by validation macro-F1 on 20% of the
 training cells) on log1p(CP10k) of up to 2,000 highly variable genes of the training cells, and
-on their first 50 principal components (``wensu.probes.cell_baselines``). Labels are the
+on their first 50 principal components (``wensu.probes.cells.baselines``). Labels are the
 harmonised ``cell_type_coarse`` column.
 
 Splits:
@@ -37,7 +37,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from wensu.preprocessing.cells.writer import SplitRouter
 
-from wensu.probes.cell_baselines import (
+from wensu.probes.cells.baselines import (
     DEFAULT_CS,
     LabelledCells,
     classification_metrics,

@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from wensu.probes.variant_data import VariantDataError
-    from wensu.probes.variant_eval import run_variants_probe
+    from wensu.probes.variants.data import VariantDataError
+    from wensu.probes.variants.run import run_variants_probe
 
     try:
         if args.random_tiny:

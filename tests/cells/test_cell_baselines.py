@@ -11,7 +11,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 from wensu.preprocessing.cells.writer import SplitRouter
 
-from wensu.probes.cell_baselines import (
+from wensu.probes.cells.baselines import (
     LabelledCells,
     classification_metrics,
     common_genes,

@@ -10,7 +10,7 @@ import pytest
 from conftest import require_shared
 from sklearn.metrics import f1_score
 
-from wensu.probes.amr import (
+from wensu.probes.amr.probe import (
     AMRProtein,
     binary_metrics,
     binary_task,
@@ -20,8 +20,8 @@ from wensu.probes.amr import (
     grouped_predictions,
     read_amr_tsv,
 )
-from wensu.probes.baselines import composition, composition_features
-from wensu.probes.errors import ProbeDataError
+from wensu.probes.common.baselines import composition, composition_features
+from wensu.probes.common.errors import ProbeDataError
 
 TSV = "amr/amrfinderplus_2024-07-22.1_proteins_labelled.tsv"
 

@@ -18,8 +18,8 @@ from scipy import sparse
 from wensu.checkpoint import save_encoder_checkpoint
 from wensu.model import Encoder, EncoderConfig
 from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig, save_cell_checkpoint
-from wensu.probes.cell_baselines import LabelledCells
-from wensu.probes.cell_type import score_embeddings, tokenize
+from wensu.probes.cells.baselines import LabelledCells
+from wensu.probes.cells.probe import score_embeddings, tokenize
 
 WENSU_EVAL = str(Path(sys.executable).parent / "wensu-eval")
 KANG, PBMC3K = "kang2018_ifnb_ctrl_muscat_12261", "pbmc3k_seurat_annotated"

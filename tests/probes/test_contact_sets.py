@@ -9,8 +9,8 @@ import shutil
 import pytest
 from conftest import require_shared
 
-from wensu.probes.contact_sets import _pdb_entry_jobs, load_contact_set
-from wensu.probes.errors import ProbeDataError
+from wensu.probes.common.errors import ProbeDataError
+from wensu.probes.contacts.data import _pdb_entry_jobs, load_contact_set
 
 
 @pytest.mark.parametrize("name, count", [("cath103", 103), ("ts50", 50)])

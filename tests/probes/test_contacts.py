@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from wensu.probes.contacts import (
+from wensu.probes.contacts.probe import (
     apc,
     attention_features,
     beyond_window_fraction,

@@ -19,8 +19,8 @@ from wensu.checkpoint import load, save_encoder_checkpoint
 from wensu.data.fasta import read_fasta
 from wensu.data.shards import sha256_file
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.context import stable_subset
-from wensu.probes.perplexity import mask_sequences, masked_nll, perplexity
+from wensu.probes.common.context import stable_subset
+from wensu.probes.perplexity.probe import mask_sequences, masked_nll, perplexity
 
 SCRIPT = Path(sys.executable).with_name("wensu-eval")
 SMALL = [

@@ -16,11 +16,11 @@ from sklearn.metrics import silhouette_score
 
 from wensu.alphabet import get_alphabet
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.attention_heads import best_heads, head_maps, head_precisions
-from wensu.probes.context import stable_subset
-from wensu.probes.embedding_map import knn_accuracy, label_silhouette, project_2d
-from wensu.probes.logit_lens import layer_logits, logit_lens, mask_positions
-from wensu.probes.protein_inputs import ORGANISM, organism_of, read_proteins
+from wensu.probes.common.context import stable_subset
+from wensu.probes.interpret.attention_heads import best_heads, head_maps, head_precisions
+from wensu.probes.interpret.data import ORGANISM, organism_of, read_proteins
+from wensu.probes.interpret.embedding_map import knn_accuracy, label_silhouette, project_2d
+from wensu.probes.interpret.logit_lens import layer_logits, logit_lens, mask_positions
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQLGNV", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMF"]
 

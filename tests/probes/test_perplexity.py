@@ -11,8 +11,8 @@ from torch import nn
 
 from wensu.alphabet import get_alphabet
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.baselines import STANDARD
-from wensu.probes.perplexity import (
+from wensu.probes.common.baselines import STANDARD
+from wensu.probes.perplexity.probe import (
     mask_sequences,
     masked_nll,
     perplexity,

@@ -8,8 +8,8 @@ import torch
 
 from wensu.alphabet import get_alphabet
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.baselines import one_hot, random_init_like
-from wensu.probes.features import EncoderFeatures, FeatureSettings
+from wensu.probes.common.baselines import one_hot, random_init_like
+from wensu.probes.common.features import EncoderFeatures, FeatureSettings
 
 SEQUENCES = ["MKVLAAGIWQ", "ACDEFGHIKLMNPQRSTVWYAC", "MKVLAAGIWQ", "GSHMSE"]
 

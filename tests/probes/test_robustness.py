@@ -15,10 +15,11 @@ from wensu.alphabet import get_alphabet
 from wensu.embed import embed
 from wensu.embeddings import read as read_embeddings
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.attention_heads import head_precisions
-from wensu.probes.features import EncoderFeatures, FeatureSettings
-from wensu.probes.logit_lens import logit_lens
-from wensu.probes.perturb import (
+from wensu.probes.common.features import EncoderFeatures, FeatureSettings
+from wensu.probes.interpret.attention_heads import head_precisions
+from wensu.probes.interpret.data import read_proteins
+from wensu.probes.interpret.logit_lens import logit_lens
+from wensu.probes.robustness.perturb import (
     STANDARD,
     concatenate,
     concatenation_groups,
@@ -26,11 +27,10 @@ from wensu.probes.perturb import (
     substitute,
     truncate,
 )
-from wensu.probes.protein_inputs import read_proteins
-from wensu.probes.robustness import embedding_similarity, evaluate_perturbation, row_cosine
-from wensu.probes.run_robustness import perturbation_inputs
-from wensu.probes.ss import ProbeData, ProbeSettings, predict, train_probe
-from wensu.probes.variants import ResidueLogProbs, score_variants
+from wensu.probes.robustness.probe import embedding_similarity, evaluate_perturbation, row_cosine
+from wensu.probes.robustness.run import perturbation_inputs
+from wensu.probes.ss.probe import ProbeData, ProbeSettings, predict, train_probe
+from wensu.probes.variants.probe import ResidueLogProbs, score_variants
 
 RARE = "MKUVOLBZXAGTRwyk"  # U, O, B, Z, X and lower case
 

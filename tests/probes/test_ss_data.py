@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from wensu.probes.errors import ProbeDataError
-from wensu.probes.overlap import overlapping_mask
-from wensu.probes.ss_data import (
+from wensu.probes.common.errors import ProbeDataError
+from wensu.probes.common.overlap import overlapping_mask
+from wensu.probes.ss.data import (
     read_cullpdb_csv,
     read_dnss2,
     read_flip_ss,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wensu.probes.ss import (
+from wensu.probes.ss.probe import (
     IGNORE,
     ConvHead,
     ProbeData,

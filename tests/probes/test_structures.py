@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from wensu.probes.errors import StructureError
-from wensu.probes.structures import (
+from wensu.probes.common.errors import StructureError
+from wensu.probes.common.structures import (
     backbone_to_structure,
     contact_map,
     parse_structure,

@@ -1,4 +1,4 @@
-"""wensu.probes.variant_data: the real DMS sets (counts per SOURCES.md) and clear input errors."""
+"""wensu.probes.variants.data: the real DMS sets (counts per SOURCES.md) and clear input errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from wensu.probes.variant_data import (
+from wensu.probes.variants.data import (
     Substitution,
     VariantDataError,
     load_variant_sets,

@@ -1,4 +1,4 @@
-"""wensu.probes.variant_eval / variant_metrics: metrics against scipy, scikit-learn and hand values,
+"""wensu.probes.variants.run / variant_metrics: metrics against scipy, scikit-learn and hand values,
 the BLOSUM62 baseline, the end-to-end probe and the benchmark script."""
 
 from __future__ import annotations
@@ -18,14 +18,8 @@ from sklearn.metrics import ndcg_score
 
 from wensu.alphabet import get_alphabet
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.variant_data import load_variant_sets, parse_mutant
-from wensu.probes.variant_eval import (
-    blosum62_scores,
-    default_settings,
-    run_variants,
-    run_variants_probe,
-)
-from wensu.probes.variant_metrics import (
+from wensu.probes.variants.data import load_variant_sets, parse_mutant
+from wensu.probes.variants.metrics import (
     ndcg,
     protein_means,
     set_metrics,
@@ -33,7 +27,13 @@ from wensu.probes.variant_metrics import (
     top_membership,
     top_recall,
 )
-from wensu.probes.variants import score_variants
+from wensu.probes.variants.probe import score_variants
+from wensu.probes.variants.run import (
+    blosum62_scores,
+    default_settings,
+    run_variants,
+    run_variants_probe,
+)
 
 
 def test_blosum62_hand_values():
@@ -159,9 +159,9 @@ def test_run_variants_probe_end_to_end(tmp_path):
 
 
 def test_wensu_eval_runner_signature(tmp_path):
-    from wensu.probes.baselines import random_init_like
-    from wensu.probes.context import EvalContext
-    from wensu.probes.features import EncoderFeatures, FeatureSettings
+    from wensu.probes.common.baselines import random_init_like
+    from wensu.probes.common.context import EvalContext
+    from wensu.probes.common.features import EncoderFeatures, FeatureSettings
 
     data = require_shared("variants")
     torch.manual_seed(4)

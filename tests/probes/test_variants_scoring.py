@@ -1,4 +1,5 @@
-"""wensu.probes.variants: zero-shot scores against explicit forward passes of a tiny encoder."""
+"""wensu.probes.variants.probe: zero-shot scores against explicit forward passes of a tiny
+encoder."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from conftest import require_shared
 
 from wensu.alphabet import get_alphabet
 from wensu.model import Encoder, EncoderConfig
-from wensu.probes.variant_data import VariantDataError, load_variant_sets
-from wensu.probes.variants import (
+from wensu.probes.variants.data import VariantDataError, load_variant_sets
+from wensu.probes.variants.probe import (
     centred_window,
     score_landscape,
     score_variants,

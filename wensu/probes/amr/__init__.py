@@ -1,0 +1,2 @@
+"""Antimicrobial resistance: mean embeddings -> logistic regression, cross-validation grouped by
+family."""

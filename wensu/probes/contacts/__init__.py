@@ -1,0 +1,1 @@
+"""Contacts: ESM-style logistic regression on symmetrised, APC-corrected attention maps."""

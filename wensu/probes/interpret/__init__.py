@@ -1,0 +1,2 @@
+"""Interpretability: attention-head contact quality, logit lens, embedding maps of labelled
+proteins."""

@@ -1,0 +1,1 @@
+"""Held-out masked perplexity on SCOP/ASTRAL domains, against a unigram baseline."""

@@ -1,0 +1,1 @@
+"""Robustness: embedding similarity and SS3 accuracy under sequence perturbations."""
