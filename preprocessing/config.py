@@ -25,7 +25,9 @@ LONG_POLICIES = ("drop", "crop", "split")
 TRUNCATED_POLICIES = ("error", "keep")
 SPLIT_NAMES = ("train", "valid", "test")
 # Knobs that change how a run goes, never what it writes.
-RUNTIME_KEYS = ("input", "output", "overwrite", "num_workers", "progress", "keep_work", "download")
+RUNTIME_KEYS = ("input", "output", "overwrite", "num_workers", "progress", "keep_work", "download",
+                "memory_limit", "executor", "ray")  # fmt: skip
+EXECUTORS = ("local", "ray")
 _HYDRA_KEYS = ("defaults", "hydra")
 
 
@@ -129,6 +131,8 @@ def _check(raw: dict) -> None:
         fail(f"max_length ({max_length}) is below min_length ({raw['min_length']})")
     if raw["long_policy"] not in LONG_POLICIES:
         fail(f"long_policy must be one of {LONG_POLICIES}, got {raw['long_policy']!r}")
+    if raw["executor"] not in EXECUTORS:
+        fail(f"executor must be one of {EXECUTORS}, got {raw['executor']!r}")
     if raw["on_truncated"] not in TRUNCATED_POLICIES:
         fail(f"on_truncated must be one of {TRUNCATED_POLICIES}, got {raw['on_truncated']!r}")
     if not isinstance(raw["shard_size_records"], int) or raw["shard_size_records"] < 1:
@@ -174,4 +178,8 @@ def load_config(
         raw["input"] = [str(raw["input"])]
     raw["output"] = str(raw["output"])
     _check(raw)
+    from .memory import check_parse_memory, parse_size
+
+    raw["memory_limit"] = parse_size(raw["memory_limit"])
+    check_parse_memory(raw["memory_limit"], raw["chunk_bytes"])
     return PreprocessConfig(raw=json.loads(json.dumps(raw)))

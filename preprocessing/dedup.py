@@ -1,6 +1,7 @@
-"""The sequential merge: duplicate ids, exact-duplicate sequences, length and status filters.
+"""The report stage: decision codes per part, duplicate ids, exact duplicates, filters, TSVs.
 
-Parts are merged strictly in input order, so "first occurrence wins" means the same thing
+Which records repeat an earlier sequence or id is decided out of core (:mod:`.decide`); parts
+are then read strictly in input order here, so "first occurrence wins" means the same thing
 whatever the number of workers. Each valid record gets one decision code; every record that is
 not kept is written, with its reason, to ``quarantine.tsv`` or ``duplicates.tsv``, or counted
 under ``filtered_by_reason``. Duplicate sequences are recognised by their BLAKE2b-128 digest.
@@ -20,7 +21,8 @@ from typing import TextIO
 
 import numpy as np
 
-from .parse import DIGEST_SIZE, Part
+from .decide import FLAG_DUPLICATE, FLAG_DUPLICATE_ID
+from .parts import PartReader
 
 KEEP, DUPLICATE, DUPLICATE_ID, INACTIVE, TOO_SHORT, TOO_LONG = range(6)
 FILTER_REASONS = {INACTIVE: "inactive", TOO_SHORT: "too_short", TOO_LONG: "too_long"}
@@ -33,7 +35,8 @@ def _clean(text: str) -> str:
 
 
 class Merger:
-    """Applies the decisions part by part and writes the two TSV reports as it goes."""
+    """Turns the out-of-core decisions (:mod:`preprocessing.decide`) into each part's codes,
+    in input order, and writes the two TSV reports as it goes."""
 
     def __init__(
         self,
@@ -48,8 +51,6 @@ class Merger:
         self.files = files
         self.quarantine, self.duplicates = quarantine, duplicates
         self.min_length, self.max_length, self.drop_long = min_length, max_length, drop_long
-        self.seen_sequences: dict[bytes, str] = {}
-        self.seen_ids: set[str] = set()
         self.read = 0
         self.kept = 0
         self.duplicate_count = 0
@@ -62,8 +63,15 @@ class Merger:
         quarantine.write(QUARANTINE_HEADER)
         duplicates.write(DUPLICATES_HEADER)
 
-    def merge(self, part: Part) -> np.ndarray:
-        """Decision code (``KEEP``, ``DUPLICATE``, ...) for each valid record of ``part``."""
+    def merge(
+        self, part: PartReader, flags: np.ndarray, pairs: np.ndarray, kept_ids: list[str]
+    ) -> np.ndarray:
+        """Decision code (``KEEP``, ``DUPLICATE``, ...) for each valid record of ``part``.
+
+        ``flags``: the part's flag bytes (``decide``); ``pairs``: (duplicate ordinal, kept
+        ordinal) of its duplicates, relative to the part's first ordinal; ``kept_ids`` the ids
+        of those kept records.
+        """
         meta = part.meta
         file_index = meta["file_index"]
         if meta["part"] == 0:
@@ -72,42 +80,36 @@ class Merger:
         file_name = self.files[file_index]
         self.read += meta["records"]
         self.records_by_file[file_index] += meta["records"]
-        rows = [(line, [rid, reason, detail]) for rid, reason, detail, line, _ in part.rejected]
-        lengths = np.diff(part.seq_offsets).tolist()
-        codes = np.zeros(len(part.ids), dtype=np.int8)
-        seen_sequences, seen_ids = self.seen_sequences, self.seen_ids
-        digests, lines, inactive = part.digests, part.lines.tolist(), part.inactive.tolist()
-        min_length, max_length = self.min_length, self.max_length or 0
-        dup_rows = []
-        for i, record_id in enumerate(part.ids):
-            digest = digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
-            kept_id = seen_sequences.get(digest)
-            if kept_id is not None:
-                codes[i] = DUPLICATE
-                dup_rows.append(f"{kept_id}\t{record_id}\t{file_name}\t{lines[i] + base}\n")
-                seen_ids.add(record_id)
-                continue
-            if record_id in seen_ids:
-                codes[i] = DUPLICATE_ID
-                detail = "id already used by an earlier record with another sequence"
-                rows.append((lines[i], [record_id, "duplicate_id", detail]))
-                continue
-            seen_sequences[digest] = record_id
-            seen_ids.add(record_id)
-            if inactive[i]:
-                codes[i] = INACTIVE
-            elif lengths[i] < min_length:
-                codes[i] = TOO_SHORT
-            elif max_length and lengths[i] > max_length and self.drop_long:
-                codes[i] = TOO_LONG
-        self.duplicates.writelines(dup_rows)
-        self.duplicate_count += len(dup_rows)
+        rows = [(line, [rid, reason, detail]) for rid, reason, detail, line, _ in meta["rejected"]]
+        decision = flags >> 1
+        codes = np.zeros(part.valid, dtype=np.int8)
+        codes[decision == FLAG_DUPLICATE] = DUPLICATE
+        codes[decision == FLAG_DUPLICATE_ID] = DUPLICATE_ID
+        lines = np.asarray(part.column("lines")) if part.valid else np.zeros(0, np.int64)
+        duplicate_ids = np.flatnonzero(codes == DUPLICATE_ID)
+        if duplicate_ids.size:
+            detail = "id already used by an earlier record with another sequence"
+            ids = part.ids_at(duplicate_ids)
+            for record_id, line in zip(ids, lines[duplicate_ids].tolist(), strict=True):
+                rows.append((line, [record_id, "duplicate_id", detail]))
+        if pairs.shape[0]:
+            dropped = pairs[:, 0]
+            dropped_ids = part.ids_at(dropped)
+            dup_lines = (lines[dropped] + base).tolist()
+            self.duplicates.writelines(
+                f"{kept}\t{rid}\t{file_name}\t{line}\n"
+                for kept, rid, line in zip(kept_ids, dropped_ids, dup_lines, strict=True)
+            )
+            self.duplicate_count += int(pairs.shape[0])
         rows.sort(key=lambda row: row[0])
         for line, (rid, reason, detail) in rows:
             self.quarantined[reason] += 1
             self.quarantine.write(
                 f"{_clean(rid)}\t{reason}\t{file_name}\t{line + base}\t{_clean(detail)}\n"
             )
+        first = codes == KEEP
+        if part.valid:
+            self._filter(part, codes, first)
         for code, reason in FILTER_REASONS.items():
             count = int(np.count_nonzero(codes == code))
             if count:
@@ -117,6 +119,16 @@ class Merger:
             # The next unit of the same file starts where this one's lines end.
             self._next_file_base[file_index] = base + meta["end_line"] - 1
         return codes
+
+    def _filter(self, part: PartReader, codes: np.ndarray, first: np.ndarray) -> None:
+        """Filter codes of the first occurrences: inactive, too short, too long (drop)."""
+        lengths = part.lengths()
+        inactive = np.asarray(part.column("inactive"), dtype=bool)
+        codes[first & inactive] = INACTIVE
+        left = first & ~inactive
+        codes[left & (lengths < self.min_length)] = TOO_SHORT
+        if self.max_length and self.drop_long:
+            codes[left & (lengths >= self.min_length) & (lengths > self.max_length)] = TOO_LONG
 
 
 def open_report(path: Path) -> TextIO:

@@ -25,3 +25,7 @@ class ToolError(PreprocessError):
 
 class OutputExistsError(PreprocessError):
     """The output directory already holds a dataset made from other inputs or settings."""
+
+
+class OutputError(PreprocessError):
+    """The output (or work) directory cannot be written: disk full, permissions."""

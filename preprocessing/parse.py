@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
-import os
-import zipfile
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +31,10 @@ from wensu.data.fasta import (
 )
 
 from .inputs import Unit
+from .parts import PartReader, id_digests, key_table, part_dir, write_part
 from .split import SplitAssigner
 
 DIGEST_SIZE = 16
-PART_DIR = "parts"
 
 
 @dataclass(frozen=True)
@@ -66,14 +64,9 @@ class Part:
     rejected: list[list]
     # Index into SPLIT_NAMES of each valid record by its own digest (None: not assigned).
     splits: np.ndarray | None = None
-    # The valid sequences as separate bytes when the part was just parsed in this process
-    # (saves cutting them out of ``residues`` again); None when loaded from disk.
-    sequences: list[bytes] | None = None
 
     def sequence_list(self) -> list[bytes]:
         """Every valid record's residues as bytes, in order."""
-        if self.sequences is not None:
-            return self.sequences
         residues, offsets = self.residues.tobytes(), self.seq_offsets.tolist()
         return [residues[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
 
@@ -95,35 +88,23 @@ def no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def part_path(work_dir: Path, unit: int, part: int) -> Path:
-    return Path(work_dir) / PART_DIR / f"u{unit:06d}-p{part:05d}.npz"
-
-
-def _blob(obj) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
-
-
-def load_part(path: Path) -> Part:
-    """Read a part written by :func:`parse_unit`."""
-    with np.load(path, allow_pickle=False) as data:
-        ids_blob = data["ids"].tobytes().decode("utf-8")
-        return Part(
-            meta=json.loads(data["meta"].tobytes()),
-            ids=ids_blob.split("\n") if ids_blob else [],
-            residues=data["residues"],
-            seq_offsets=data["seq_offsets"],
-            digests=data["digests"].tobytes(),
-            taxa=data["taxa"],
-            lines=data["lines"],
-            inactive=data["inactive"],
-            rejected=json.loads(data["rejected"].tobytes()),
-            splits=data["splits"] if "splits" in data.files else None,
-        )
-
-
-def read_part_meta(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(data["meta"].tobytes())
+def load_part(directory: Path) -> Part:
+    """Read a whole part written by :func:`parse_unit` into memory."""
+    reader = PartReader(directory)
+    column = reader.column
+    splits = column("splits")
+    return Part(
+        meta=reader.meta,
+        ids=reader.all_ids(),
+        residues=np.asarray(column("residues")),
+        seq_offsets=np.asarray(column("seq_offsets")),
+        digests=np.asarray(column("digests")).tobytes(),
+        taxa=np.asarray(column("taxa")),
+        lines=np.asarray(column("lines")),
+        inactive=np.asarray(column("inactive")),
+        rejected=reader.meta["rejected"],
+        splits=np.asarray(splits) if splits.size == len(column("taxa")) else None,
+    )
 
 
 class _PartBuilder:
@@ -136,23 +117,31 @@ class _PartBuilder:
     def records(self) -> int:
         return len(self.columns) + len(self.columns.rejected)
 
-    def save(
-        self, work_dir: Path, end: int | None, end_line: int, *, last: bool, **extra
-    ) -> tuple[dict, Part]:
-        """Write the part (temporary name, then rename) and return its meta and contents."""
+    def save(self, work_dir: Path, end: int | None, end_line: int, *, last: bool, **extra) -> dict:
+        """Write the part (columns and key tables; temporary name, then rename); its meta."""
         columns = self.columns
         sequences = columns.sequences
+        count = len(sequences)
         residues = np.frombuffer(b"".join(sequences), dtype=np.uint8)
-        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, sequences), np.int64, len(sequences)), out=offsets[1:])
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, sequences), np.int64, count), out=offsets[1:])
         blake2b = hashlib.blake2b
         digest_list = [blake2b(seq, digest_size=DIGEST_SIZE).digest() for seq in sequences]
         digests = b"".join(digest_list)
-        splits = None if self.assign is None else self.assign.indices(digest_list).astype(np.int8)
-        inactive = np.zeros(len(sequences), dtype=bool)
+        splits = np.zeros(0, dtype=np.int8)
+        if self.assign is not None:
+            splits = self.assign.indices(digest_list).astype(np.int8)
+        inactive = np.zeros(count, dtype=bool)
         if columns.track_inactive:
             inactive[:] = columns.inactive
-        rejected = [list(row) for row in columns.rejected]
+        id_blob = "\n".join(columns.ids).encode("utf-8")
+        id_offsets = np.zeros(count + 1, dtype=np.int64)
+        lengths = np.fromiter((len(i.encode()) + 1 for i in columns.ids), np.int64, count)
+        np.cumsum(lengths, out=id_offsets[1:])
+        if not count:
+            id_offsets[0] = 0
+        dkeys, dbuckets = key_table(digests)
+        ikeys, ibuckets = key_table(id_digests(columns.ids))
         meta = {
             "unit": self.unit.index,
             "file_index": self.unit.file_index,
@@ -163,56 +152,44 @@ class _PartBuilder:
             "end_line": end_line,
             "last": last,
             "records": self.records,
-            "valid": len(sequences),
+            "valid": count,
+            "rejected": [list(row) for row in columns.rejected],
             **extra,
         }
-        part = Part(
-            meta=meta,
-            ids=columns.ids,
-            residues=residues,
-            seq_offsets=offsets,
-            digests=digests,
-            taxa=np.asarray(columns.taxa, dtype=np.int64),
-            lines=np.asarray(columns.lines, dtype=np.int64),
-            inactive=inactive,
-            rejected=rejected,
-            splits=splits,
-            sequences=sequences,
-        )
-        path = part_path(work_dir, self.unit.index, self.index)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                meta=_blob(meta),
-                ids=np.frombuffer("\n".join(part.ids).encode("utf-8"), dtype=np.uint8),
-                residues=residues,
-                seq_offsets=offsets,
-                digests=np.frombuffer(digests, dtype=np.uint8),
-                taxa=part.taxa,
-                lines=part.lines,
-                inactive=inactive,
-                rejected=_blob(rejected),
-                **({} if splits is None else {"splits": splits}),
-            )
-        # No fsync: a part only caches work. After a kill -9 the page cache still holds it; after
-        # a power loss a damaged part fails its zip CRC on loading and its unit is parsed again.
-        os.replace(tmp, path)
-        return meta, part
+        arrays = {
+            "residues": residues,
+            "seq_offsets": offsets,
+            "id_blob": np.frombuffer(id_blob, dtype=np.uint8),
+            "id_offsets": id_offsets,
+            "digests": np.frombuffer(digests, dtype=np.uint8),
+            "taxa": np.asarray(columns.taxa, dtype=np.int64),
+            "lines": np.asarray(columns.lines, dtype=np.int64),
+            "inactive": inactive,
+            "splits": splits,
+            "dkeys": dkeys,
+            "dbuckets": dbuckets,
+            "ikeys": ikeys,
+            "ibuckets": ibuckets,
+        }
+        write_part(part_dir(work_dir, self.unit.index, self.index), meta, arrays)
+        return meta
 
 
 def _resume_point(work_dir: Path, unit: Unit) -> tuple[list[dict], int, int]:
     """Metas of the unit's intact parts in order, and where to go on (offset, line)."""
     metas: list[dict] = []
-    while (path := part_path(work_dir, unit.index, len(metas))).exists():
+    while (path := part_dir(work_dir, unit.index, len(metas))).exists():
         try:
-            load_part(path)  # reads every member, so the zip CRCs are checked
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            for stale in path.parent.glob(f"u{unit.index:06d}-p*.npz"):
-                if int(stale.stem.split("-p")[1]) >= len(metas):
-                    stale.unlink()
+            reader = PartReader(path)
+            intact = reader.intact()
+        except (OSError, ValueError):
+            intact = False
+        if not intact:
+            for stale in path.parent.glob(f"u{unit.index:06d}-p*"):
+                if int(stale.name.split("-p")[1][:5]) >= len(metas):
+                    shutil.rmtree(stale, ignore_errors=True)
             break
-        metas.append(read_part_meta(path))
+        metas.append(reader.meta)
     if not metas:
         return metas, unit.start, 1
     return metas, metas[-1]["end"], metas[-1]["end_line"]
@@ -223,21 +200,19 @@ def parse_unit(path: Path, unit: Unit, work_dir: Path, settings: ParseSettings) 
     unreadable input, ``{"error": message}`` (exceptions do not cross process pools well)."""
     with no_cyclic_gc():
         try:
-            return {"parts": [meta for meta, _ in iter_unit_parts(path, unit, work_dir, settings)]}
+            return {"parts": list(iter_unit_parts(path, unit, work_dir, settings))}
         except UnitError as err:
             return {"error": str(err)}
 
 
 def iter_unit_parts(
     path: Path, unit: Unit, work_dir: Path, settings: ParseSettings
-) -> Iterator[tuple[dict, Part | None]]:
-    """``(meta, part)`` for every part of ``unit`` in order, parsing what is not on disk yet.
-
-    ``part`` is ``None`` for a part kept from an earlier run (load it with :func:`load_part`).
-    An unreadable input raises :class:`UnitError` after the parts before the damage.
-    """
+) -> Iterator[dict]:
+    """The meta of every part of ``unit`` in order, parsing what is not on disk yet (parts
+    kept from an earlier run are reused). An unreadable input raises :class:`UnitError` after
+    the parts before the damage."""
     metas, start, line = _resume_point(work_dir, unit)
-    yield from ((meta, None) for meta in metas)
+    yield from metas
     if metas and metas[-1]["last"]:
         return
     index = len(metas)

@@ -15,12 +15,13 @@ the number of interruptions, or on the machine. Only the manifest's ``created`` 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,21 +34,24 @@ from wensu.resources import default_fasta
 
 from .cluster_stage import ClusterStage
 from .config import PreprocessConfig, load_config
-from .dedup import KEEP, Merger, open_report, publish_report
-from .errors import AccountingError, InputError
-from .inputs import InputFile, Unit, plan_units, resolve_inputs
-from .parse import (
-    DIGEST_SIZE,
-    ParseSettings,
-    Part,
-    UnitError,
-    iter_unit_parts,
-    load_part,
-    no_cyclic_gc,
-    parse_unit,
-    part_path,
+from .decide import (
+    DuplicatePairs,
+    PartitionTask,
+    PartRef,
+    apply_partition,
+    partition_done,
+    plan_partitions,
+    run_partition,
 )
+from .dedup import KEEP, Merger, open_report, publish_report
+from .errors import AccountingError, InputError, OutputError
+from .executor import make_executor
+from .inputs import InputFile, Unit, plan_units, resolve_inputs
+from .memory import bucket_error, partition_keys
+from .parse import ParseSettings, load_part, no_cyclic_gc, parse_unit
+from .parts import BUCKETS, PartReader, part_dir, remove_partials
 from .routing import Router
+from .shard_tasks import CODES, ShardLog, ShardPlanner, ShardTask, stats_from_json, write_shard_task
 from .sharding import ShardCommitter, ShardJournal, SplitWriter
 from .split import SplitAssigner
 from .stats import SequenceStats, summary_table
@@ -90,8 +94,8 @@ class _Run:
         return files, [f.describe(sha256_file(f.path)) for f in files]
 
     # -- stage 1: parse ---------------------------------------------------------------------
-    def parsed_parts(self, files: list[InputFile], units: list[Unit]) -> Iterator[Part]:
-        """Parts of every unit in input order, parsing in a pool as needed."""
+    def parse(self, files: list[InputFile], units: list[Unit]) -> list[PartRef]:
+        """Parse every unit into parts (in the executor); the parts in input order."""
         cfg = self.config
         settings = ParseSettings(
             valid=residue_bytes(cfg.allow_gaps),
@@ -101,34 +105,24 @@ class _Run:
             assign=None if self.clustering else self.assign,
         )
         tasks = [(files[u.file_index].path, u, self.work, settings) for u in units]
-        workers = min(cfg.num_workers, len(tasks))
-        if workers <= 1:
-            # In process: parts come straight from the parser, not read back from disk.
-            for path, unit, work, settings in tasks:
-                try:
-                    yield from self._consume(iter_unit_parts(path, unit, work, settings))
-                except UnitError as err:
-                    raise InputError(str(err) + self._truncation_hint(str(err))) from None
-            return
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            for result in pool.imap(_parse_task, tasks, chunksize=1):
-                if "error" in result:
-                    message = result["error"]
-                    raise InputError(message + self._truncation_hint(message))
-                yield from self._consume((meta, None) for meta in result["parts"])
-
-    def _consume(self, parts: Iterator[tuple[dict, Part | None]]) -> Iterator[Part]:
-        for meta, part in parts:
-            if part is None:
-                part = load_part(part_path(self.work, meta["unit"], meta["part"]))
-            if "truncated" in meta:
-                self.truncated[meta["file_index"]] = meta["truncated"]
-            self.bytes_read += meta["bytes"]
-            self.progress.update(meta["bytes"])
-            self.progress.set_postfix(records=f"{self.merger.read + meta['records']:,}")
-            self.pause("part")
-            yield part
+        refs: list[PartRef] = []
+        base = 0
+        for result in self.executor.map(_parse_task, tasks):
+            if "error" in result:
+                message = result["error"]
+                raise InputError(message + self._truncation_hint(message))
+            for meta in result["parts"]:
+                if "truncated" in meta:
+                    self.truncated[meta["file_index"]] = meta["truncated"]
+                self.bytes_read += meta["bytes"]
+                self.progress.update(meta["bytes"])
+                self.records_parsed += meta["records"]
+                self.progress.set_postfix(records=f"{self.records_parsed:,}")
+                directory = part_dir(self.work, meta["unit"], meta["part"])
+                refs.append(PartRef(str(directory), base, meta["valid"]))
+                base += meta["valid"]
+                self.pause("part")
+        return refs
 
     @staticmethod
     def _truncation_hint(message: str) -> str:
@@ -139,37 +133,136 @@ class _Run:
             "keep the complete records before the damage"
         )
 
-    # -- stage 4: routing -------------------------------------------------------------------
-    def _writers(self, journal: ShardJournal) -> dict[str, SplitWriter]:
-        return {
-            split: SplitWriter(
-                self.output,
-                split,
-                self.config.shard_size_records,
-                journal,
-                committer=self.committer,
-                with_clusters=self.clustering,
-                source=SOURCE,
-                on_write=lambda _entry: self.pause("shard"),
-            )
-            for split in SPLITS
-        }
+    # -- stage 2: out-of-core duplicate decisions -------------------------------------------
+    def decide(self, refs: list[PartRef]) -> tuple[Path, int]:
+        """Run both partition passes; the flag file and the number of digest partitions."""
+        directory = self.work / "decide"
+        directory.mkdir(exist_ok=True)
+        total = sum(ref.valid for ref in refs)
+        budget = partition_keys(self.config.memory_limit)
+        plans = {}
+        for kind, what in (("i", "ids"), ("d", "sequences")):
+            counts = np.zeros(BUCKETS, dtype=np.int64)
+            for ref in refs:
+                if ref.valid:
+                    counts += np.diff(PartReader(ref.directory).column(f"{kind}buckets"))
+            try:
+                plans[kind] = plan_partitions(counts, budget, what)
+            except MemoryError as err:
+                raise bucket_error(err, int(counts.max())) from None
+        flags = directory / "flags.u8"
+        plan = {"records": total, "parts": len(refs), "i": plans["i"], "d": plans["d"]}
+        plan_path = directory / "plan.json"
+        old = json.loads(plan_path.read_text()) if plan_path.exists() else None
+        if old != json.loads(json.dumps(plan)) or not flags.exists():
+            for stale in directory.iterdir():
+                stale.unlink()
+            with open(flags, "wb") as handle:
+                handle.truncate(total)
+            write_json_atomic(plan_path, plan)
+        log.info("deduplicating %d records in %d id and %d sequence partitions", total,
+                 len(plans["i"]), len(plans["d"]))  # fmt: skip
+        if total:
+            for kind in ("i", "d"):
+                tasks = [
+                    PartitionTask(kind, index, first, end, tuple(refs), str(flags), str(directory))
+                    for index, (first, end) in enumerate(plans[kind])
+                    if not partition_done(directory, kind, index).exists()
+                ]
+                results = self.executor.map(run_partition, tasks)
+                for task, result in zip(tasks, results, strict=True):
+                    apply_partition(task, result)
+                    self.pause("partition")
+        return flags, len(plans["d"]) if total else 0
 
-    def route(self, part: Part, codes: np.ndarray, first_kept: int) -> int:
-        """Send ``part``'s kept records to their splits; returns the number of kept records."""
-        kept = np.flatnonzero(codes == KEEP)
-        clusters = None
-        if self.stage is not None:
-            keys, clusters = self.stage.keys_and_clusters(first_kept, int(kept.size))
-            split_of = self.assign.indices(keys)
-        elif part.splits is not None:
-            split_of = part.splits[kept]
-        else:  # a part kept from a run of an older version
-            digests = part.digests
-            keys = [digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in kept.tolist()]
-            split_of = self.assign.indices(keys)
-        self.router.route(part, kept, split_of, clusters, first_kept)
-        return int(kept.size)
+    # -- stage 3: reports, codes and the shard plan -----------------------------------------
+    def report(self, refs: list[PartRef], flags_path: Path, partitions: int) -> list:
+        """Codes of every part in input order (saved beside it), the TSV reports, and the
+        shard tasks (or, with clustering, the kept records collected for MMseqs2)."""
+        pairs = DuplicatePairs(flags_path.parent, partitions) if refs else None
+        bases = np.array([ref.base for ref in refs], dtype=np.int64)
+        planner = ShardPlanner(self.output, self.config.shard_size_records,
+                               self.config.max_length, self.config.long_policy, SOURCE)  # fmt: skip
+        tasks = []
+        for ref in refs:
+            part = PartReader(ref.directory)
+            end = ref.base + ref.valid
+            with open(flags_path, "rb") as handle:
+                handle.seek(ref.base)
+                flags = np.frombuffer(handle.read(ref.valid), dtype=np.uint8)
+            found = pairs.between(ref.base, end)
+            kept_ids = _ids_of(refs, bases, found[:, 1])
+            found = found - np.array([ref.base, 0], dtype=np.int64)
+            codes = self.merger.merge(part, flags, found, kept_ids)
+            tmp = part.directory / f"{CODES}.tmp.npy"
+            np.save(tmp, codes)
+            os.replace(tmp, part.directory / f"{CODES}.npy")
+            if self.stage is not None:
+                self.stage.collect(load_part(part.directory), codes)
+            else:
+                tasks.extend(planner.add(part, codes))
+        tasks.extend(planner.flush())
+        self.pieces = planner.pieces
+        return tasks
+
+    # -- stage 4: shards --------------------------------------------------------------------
+    def write_shards(self, tasks: list[ShardTask]) -> None:
+        journal = ShardLog(self.work / "shards.jsonl")
+        items: dict[tuple[str, int], dict] = {}
+        todo = []
+        for task in tasks:
+            item = journal.reusable(task)
+            if item is None:
+                todo.append(task)
+            else:
+                items[task.split, task.index] = item
+                self.reused += 1
+        window = 1 if self.pause.armed("shard") else 0
+        for task, item in zip(todo, self.executor.map(write_shard_task, todo, window=window),
+                              strict=True):  # fmt: skip
+            if "error" in item:
+                raise OutputError(item["error"])
+            journal.append(item)
+            items[task.split, task.index] = item
+            self.pause("shard")
+        for task in tasks:
+            item = items[task.split, task.index]
+            self.split_entries[task.split].append(item["entry"])
+            self.split_stats[task.split] = self.split_stats[task.split].merge(
+                stats_from_json(item["stats"])
+            )
+
+    # -- clustering: routing by cluster representative, in the driver ------------------------
+    def route_clusters(self, refs: list[PartRef]) -> None:
+        self.stage.cluster()
+        journal = ShardJournal(self.work / "clustered-shards.jsonl")
+        committer = ShardCommitter()
+        writers = {
+            split: SplitWriter(self.output, split, self.config.shard_size_records, journal,
+                               committer=committer, with_clusters=True, source=SOURCE,
+                               on_write=lambda _entry: self.pause("shard"))
+            for split in SPLITS
+        }  # fmt: skip
+        self.pause.settle = committer.wait
+        router = Router(writers, max_length=self.config.max_length,
+                        long_policy=self.config.long_policy,
+                        identity=self.stage.identity_fasta)  # fmt: skip
+        kept = 0
+        with committer:
+            for ref in refs:
+                part = load_part(Path(ref.directory))
+                codes = np.load(Path(ref.directory) / f"{CODES}.npy")
+                selected = np.flatnonzero(codes == KEEP)
+                keys, clusters = self.stage.keys_and_clusters(kept, int(selected.size))
+                router.route(part, selected, self.assign.indices(keys), clusters, kept)
+                kept += int(selected.size)
+            for writer in writers.values():
+                writer.flush()
+        self.pieces = router.pieces
+        for split, writer in writers.items():
+            self.split_entries[split] = list(writer.shards)
+            self.split_stats[split] = writer.stats
+            self.reused += writer.reused
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -184,23 +277,16 @@ class _Run:
             finish(self.output, cfg.keep_work)
             return self.summary(done, time.perf_counter() - started, self._saved_stats())
         self.work = prepare(self.output, fingerprint, overwrite=cfg.overwrite)
+        remove_partials(self.work)
         units = plan_units(files, cfg.chunk_bytes)
         self.assign = SplitAssigner(cfg.split_fractions, cfg.split["seed"])
         self.truncated: dict[int, dict] = {}
-        self.bytes_read = 0
+        self.bytes_read = self.records_parsed = self.reused = self.pieces = 0
+        self.split_entries: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        self.split_stats = {split: SequenceStats() for split in SPLITS}
         self.stage = None
         if self.clustering:
             self.stage = ClusterStage(self.work, cfg.cluster, threads=cfg.num_workers)
-        journal = ShardJournal(self.work / "shards.jsonl")
-        self.committer = ShardCommitter()
-        self.pause.settle = self.committer.wait
-        self.writers = self._writers(journal)
-        self.router = Router(
-            self.writers,
-            max_length=cfg.max_length,
-            long_policy=cfg.long_policy,
-            identity=None if self.stage is None else self.stage.identity_fasta,
-        )
         quarantine_path = self.output / "quarantine.tsv"
         duplicates_path = self.output / "duplicates.tsv"
         quarantine, duplicates = open_report(quarantine_path), open_report(duplicates_path)
@@ -219,30 +305,27 @@ class _Run:
             unit="B",
             unit_scale=True,
             file=sys.stderr,
-            disable=not cfg.progress,
+            disable=not cfg.progress or not sys.stderr.isatty(),
             mininterval=0.5,
         )
-        merged: list[tuple[int, int, np.ndarray]] = []
-        kept = 0
-        with self.progress, self.committer:
-            for part in self.parsed_parts(files, units):
-                codes = self.merger.merge(part)
-                if self.stage is not None:
-                    self.stage.collect(part, codes)
-                    merged.append((part.meta["unit"], part.meta["part"], codes))
-                else:
-                    kept += self.route(part, codes, kept)
+        self.executor = make_executor(cfg.executor, cfg.num_workers, cfg.ray)
+        try:
+            with self.progress:
+                refs = self.parse(files, units)
+            flags, partitions = self.decide(refs)
+            tasks = self.report(refs, flags, partitions)
             publish_report(quarantine, quarantine_path)
             publish_report(duplicates, duplicates_path)
             if self.stage is not None:
-                self.stage.cluster()
-                for unit, index, codes in merged:
-                    part = load_part(part_path(self.work, unit, index))
-                    kept += self.route(part, codes, kept)
-            for writer in self.writers.values():
-                writer.flush()
+                self.route_clusters(refs)
+            else:
+                self.write_shards(tasks)
+        except OSError as err:
+            raise OutputError(_write_failure(err, self.output)) from None
+        finally:
+            self.executor.close()
         identity = None if self.stage is None else self.stage.identity_report()
-        counts = self.check_accounting(kept)
+        counts = self.check_accounting(self.merger.kept)
         stats = self.build_stats(counts, identity)
         write_json_atomic(self.output / "stats.json", stats)
         manifest = self.manifest(fingerprint, inputs, counts)
@@ -250,7 +333,7 @@ class _Run:
         finish(self.output, cfg.keep_work)
         elapsed = time.perf_counter() - started
         summary = self.summary(manifest, elapsed, stats)
-        summary["reused_shards"] = sum(w.reused for w in self.writers.values())
+        summary["reused_shards"] = self.reused
         return summary
 
     def _saved_stats(self) -> dict | None:
@@ -264,7 +347,7 @@ class _Run:
         counts = {
             "read": merger.read,
             "written": kept,
-            "written_pieces": self.router.pieces,
+            "written_pieces": self.pieces,
             "duplicates": merger.duplicate_count,
             "filtered": sum(merger.filtered.values()),
             "quarantined": sum(merger.quarantined.values()),
@@ -280,20 +363,19 @@ class _Run:
                 f"+ duplicates {counts['duplicates']:,} + filtered {counts['filtered']:,} "
                 f"+ quarantined {counts['quarantined']:,}"
             )
-        in_shards = sum(w.summary()["records"] for w in self.writers.values())
-        if in_shards != self.router.pieces:
+        in_shards = sum(e["records"] for entries in self.split_entries.values() for e in entries)
+        if in_shards != self.pieces:
             raise AccountingError(
-                f"accounting violated: {self.router.pieces:,} pieces routed but "
-                f"{in_shards:,} in shards"
+                f"accounting violated: {self.pieces:,} pieces routed but {in_shards:,} in shards"
             )
         return counts
 
     def build_stats(self, counts: dict, identity: dict | None) -> dict:
         total = SequenceStats()
         splits = {}
-        for split, writer in self.writers.items():
-            splits[split] = writer.stats.to_dict()
-            total = total.merge(writer.stats)
+        for split, split_stats in self.split_stats.items():
+            splits[split] = split_stats.to_dict()
+            total = total.merge(split_stats)
         clustering = None if self.stage is None else self.stage.summary(identity)
         return {
             "counts": counts,
@@ -318,7 +400,7 @@ class _Run:
             "fingerprint": fingerprint,
             "inputs": entries,
             "config": self.config.output_config(),
-            "splits": {split: writer.summary() for split, writer in self.writers.items()},
+            "splits": {s: _split_summary(entries) for s, entries in self.split_entries.items()},
             "counts": counts,
             "stats": "stats.json",
             "quarantine": "quarantine.tsv",
@@ -338,6 +420,39 @@ class _Run:
             "mb_per_s": bytes_read / 1e6 / seconds if seconds > 0 else 0.0,
             "records_per_s": manifest["counts"]["read"] / seconds if seconds > 0 else 0.0,
         }
+
+
+def _split_summary(entries: list[dict]) -> dict:
+    """The manifest's entry for one split."""
+    return {
+        "records": sum(e["records"] for e in entries),
+        "residues": sum(e["residues"] for e in entries),
+        "shards": list(entries),
+    }
+
+
+def _ids_of(refs: list[PartRef], bases: np.ndarray, ordinals: np.ndarray) -> list[str]:
+    """Ids of the records at global ``ordinals`` (in that order), read from their parts."""
+    if not ordinals.size:
+        return []
+    owner = np.searchsorted(bases, ordinals, side="right") - 1
+    out: list[str] = [""] * ordinals.size
+    for index in np.unique(owner).tolist():
+        rows = np.flatnonzero(owner == index)
+        ids = PartReader(refs[index].directory).ids_at(ordinals[rows] - bases[index])
+        for row, record_id in zip(rows.tolist(), ids, strict=True):
+            out[row] = record_id
+    return out
+
+
+def _write_failure(err: OSError, output: Path) -> str:
+    where = err.filename or output
+    if err.errno == errno.ENOSPC:
+        return (
+            f"{where}: no space left on device; nothing half-written is kept: free space "
+            "and run the same command again to resume"
+        )
+    return f"{where}: cannot write ({err.strerror or err}); run the same command again to resume"
 
 
 def run_preprocess(

@@ -131,6 +131,10 @@ class PauseHook:
         # and the kill lands at a known point.
         self.settle: Callable[[], None] | None = None
 
+    def armed(self, kind: str) -> bool:
+        """True when this run will pause at ``kind`` events."""
+        return bool(self.after) and kind == self.kind
+
     def __call__(self, kind: str) -> None:
         if not self.after or kind != self.kind:
             return
