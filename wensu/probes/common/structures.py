@@ -9,7 +9,9 @@ acid (``protein_letters_3to1_extended``). The chain's SEQRES (PDB) or entity seq
 is the reference sequence; observed residues are placed on it by a global alignment in which
 gaps in the author numbering are pre-filled with wildcards, so unobserved stretches land where
 the numbering says (insertion codes count as consecutive residues). Files without SEQRES use
-the observed residues as the sequence.
+the observed residues as the sequence; with ``fill_gaps`` (user files) a numbering gap becomes
+that many unknown residues ``X`` without coordinates instead, so residues that are apart in the
+chain stay apart. ``min_plddt`` masks residues whose Cα B-factor (AlphaFold: pLDDT) is lower.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import gzip
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,9 @@ from wensu.probes.common.errors import StructureError
 
 CONTACT_CUTOFF = 8.0
 MIN_IDENTITY = 0.9
+MIN_CHAIN_RESIDUES = 20  # the chain picked when none is named has at least this many
+MAX_FILLED_GAP = 100  # longer numbering gaps without SEQRES are an error, not X residues
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
 _WILDCARD = "?"
 
 
@@ -43,6 +48,8 @@ class ChainStructure:
     coords: np.ndarray  # [L, 3] contact-atom coordinates
     source: str
     atom: str = "CB (CA for Gly)"
+    low_plddt: int = 0  # residues masked by min_plddt
+    filled: int = 0  # unknown residues put in numbering gaps (files without SEQRES)
 
     @property
     def n_observed(self) -> int:
@@ -198,9 +205,11 @@ def _pick_chain(model, chain_id: str | None, source: str, seqres: dict[str, list
             raise StructureError(source, "not_protein", f"chain {chain_id!r} has no amino acids")
         return chain
     for chain in model:
-        if len(_observed(chain)) >= 20:
+        if len(_observed(chain)) >= MIN_CHAIN_RESIDUES:
             return chain
-    raise StructureError(source, "not_protein", "no chain with at least 20 amino acids")
+    raise StructureError(
+        source, "not_protein", f"no chain with at least {MIN_CHAIN_RESIDUES} amino acids"
+    )
 
 
 def _aligner() -> PairwiseAligner:
@@ -257,10 +266,42 @@ def _place_on_seqres(residues: list, seqres: str, source: str) -> np.ndarray:
     return placed
 
 
-def parse_structure(
-    path: Path, chain: str | None = None, name: str | None = None
-) -> ChainStructure:
-    """Parse one PDB/mmCIF file (optionally .gz) into a chain on its SEQRES.
+@dataclass
+class PlacedChain:
+    """The picked chain's observed amino acids and their index on the chain's sequence."""
+
+    chain_id: str
+    sequence: str
+    residues: list  # Bio.PDB residues (model 1)
+    positions: np.ndarray  # index into sequence of each residue (-1: not placed)
+    source: str
+    filled: int = 0
+    atoms: list = field(default_factory=list)  # contact atom per residue (None: missing)
+
+
+def _gap_filled(residues: list, source: str) -> tuple[str, np.ndarray, int]:
+    """Observed letters with one ``X`` per residue missing from the author numbering."""
+    letters, positions, previous, filled = [], [], None, 0
+    for residue in residues:
+        number = residue.id[1]
+        gap = 0 if previous is None else number - previous - 1
+        if gap > MAX_FILLED_GAP:
+            raise StructureError(
+                source,
+                "numbering_gap",
+                f"{gap} residues missing after {previous} and no SEQRES to place them",
+            )
+        if gap > 0:
+            letters.extend("X" * gap)
+            filled += gap
+        positions.append(len(letters))
+        letters.append(protein_letters_3to1_extended[residue.get_resname()])
+        previous = number
+    return "".join(letters), np.asarray(positions, dtype=np.int64), filled
+
+
+def place_chain(path: Path, chain: str | None = None, *, fill_gaps: bool = False) -> PlacedChain:
+    """Parse one PDB/mmCIF file (optionally .gz) and place a chain's residues on its SEQRES.
 
     ``chain`` is the author chain id; without it the first chain with >= 20 amino acids is used.
     Raises :class:`StructureError` (with a ``reason``) for unreadable, truncated or non-protein
@@ -276,18 +317,53 @@ def parse_structure(
     if all(a is None for a in atoms):
         raise StructureError(source, "no_coordinates", "no CB/CA/backbone atoms in the chain")
     names = seqres_by_chain.get(picked.id)
+    filled = 0
     if names:
         seqres = "".join(protein_letters_3to1_extended.get(n, "X") for n in names)
         placed = _place_on_seqres(residues, seqres, source)
+    elif fill_gaps:
+        seqres, placed, filled = _gap_filled(residues, source)
     else:
         seqres = "".join(protein_letters_3to1_extended[r.get_resname()] for r in residues)
         placed = np.arange(len(residues))
-    coords = np.full((len(seqres), 3), np.nan)
-    for index, atom in zip(placed, atoms, strict=True):
+    return PlacedChain(picked.id, seqres, residues, placed, source, filled, atoms)
+
+
+def _plddt(residue) -> float:
+    atom = residue["CA"] if "CA" in residue else next(iter(residue))
+    return float(atom.get_bfactor())
+
+
+def parse_structure(
+    path: Path,
+    chain: str | None = None,
+    name: str | None = None,
+    *,
+    fill_gaps: bool = False,
+    min_plddt: float | None = None,
+) -> ChainStructure:
+    """Parse one PDB/mmCIF file (optionally .gz) into a chain on its SEQRES (:func:`place_chain`)
+    with the contact atom of each observed residue; ``min_plddt`` masks residues whose Cα
+    B-factor is below it (predicted structures with pLDDT in the B-factor column)."""
+    path = Path(path)
+    placed = place_chain(path, chain, fill_gaps=fill_gaps)
+    coords = np.full((len(placed.sequence), 3), np.nan)
+    low = 0
+    for index, residue, atom in zip(placed.positions, placed.residues, placed.atoms, strict=True):
+        if min_plddt is not None and _plddt(residue) < min_plddt:
+            low += 1
+            continue
         if index >= 0 and atom is not None:
             coords[index] = atom
-    label = name or f"{path.name.split('.')[0]}_{picked.id}"
-    return ChainStructure(name=label, sequence=seqres, coords=coords, source=str(path))
+    label = name or f"{path.name.split('.')[0]}_{placed.chain_id}"
+    return ChainStructure(
+        name=label,
+        sequence=placed.sequence,
+        coords=coords,
+        source=str(path),
+        low_plddt=low,
+        filled=placed.filled,
+    )
 
 
 def backbone_to_structure(name: str, sequence: str, backbone, source: str) -> ChainStructure:

@@ -1,8 +1,9 @@
 """The secondary-structure probe: SS3 trained on FLIP NetSurfP-2.0 train (early-stopped on its
 validation split), SS8 trained on ICML-2014 CullPDB (a fixed 10% of it, by sequence hash, for
 early stopping); both tested on NetSurfP CB513/TS115/CASP12, DNSS2 CASP11/12 and (SS3 only)
-FLIP NEW364. Training and validation chains that equal, contain or are contained in (>= 30
-residues) any test chain are removed first.
+FLIP NEW364, or on user files (``test_sets`` entries that are paths; see
+:mod:`wensu.probes.ss.user_sets`). Training and validation chains that equal, contain or are
+contained in (>= 30 residues) any test chain are removed first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from wensu.probes.common import report
 from wensu.probes.common.baselines import one_hot
 from wensu.probes.common.context import EvalContext, ProbeResult, stable_subset
 from wensu.probes.common.features import EncoderFeatures
+from wensu.probes.common.inputs import resolve_entries
 from wensu.probes.common.overlap import overlapping_mask
 from wensu.probes.ss.data import (
     SS3_CLASSES,
@@ -36,6 +38,7 @@ from wensu.probes.ss.probe import (
     predict,
     train_probe,
 )
+from wensu.probes.ss.user_sets import SS_SUFFIXES, load_user_ss_set
 
 SS_DIR = "structure/secondary_structure"
 FLIP_ZIP = "flip_prott5/secondary_structure_splits.zip"
@@ -60,6 +63,31 @@ def _load_test(name: str, root: Path) -> tuple[list[SSRecord], Path]:
     if name == "new364":
         return read_flip_ss(path)["test"], path
     return read_netsurfp_csv(path, name=TEST_SETS[name][0]), path
+
+
+def _load_tests(
+    entries: list[str], root: Path, result: ProbeResult
+) -> tuple[dict[str, list[SSRecord]], dict[str, str]]:
+    """{set name: records} and {set name: report label} of built-in names and user paths."""
+    tests: dict[str, list[SSRecord]] = {}
+    display: dict[str, str] = {}
+    resolved = resolve_entries(entries, TEST_SETS, SS_SUFFIXES, where="probe.ss.test_sets")
+    for item in resolved:
+        if isinstance(item, str):
+            tests[item], path = _load_test(item, root)
+            display[item] = TEST_SETS[item][0]
+            result.inputs.append(path)
+            continue
+        loaded = load_user_ss_set(item)
+        tests[item.name], display[item.name] = loaded.records, item.name
+        result.inputs += loaded.files
+        result.details.setdefault("structures", {})[item.name] = {
+            "entry": item.entry,
+            "evaluated": len(loaded.records),
+            "skipped": dict(loaded.skipped),
+            "errors": loaded.errors,
+        }
+    return tests, display
 
 
 def _split_cullpdb(records: list[SSRecord], valid_fraction: float) -> tuple[list, list]:
@@ -108,9 +136,9 @@ def _training_splits(root: Path, cfg: dict, tests: dict, result: ProbeResult) ->
     return splits
 
 
-def _add_rows(result: ProbeResult, scores: dict, per_class_set: str) -> None:
+def _add_rows(result: ProbeResult, scores: dict, per_class_set: str, display: dict) -> None:
     for (states, test_name, head), by_feature in sorted(scores.items()):
-        task = f"SS{states} {TEST_SETS[test_name][0]}"
+        task = f"SS{states} {display[test_name]}"
         result.add_row(task, f"Q{states}", {f: v["accuracy"] for f, v in by_feature.items()}, head)
         if test_name == per_class_set:
             for cls in SS3_CLASSES if states == 3 else SS8_CLASSES:
@@ -122,10 +150,7 @@ def run_ss(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
     """Train and test the SS3/SS8 linear and conv heads for the model and its baselines."""
     result = ProbeResult("ss")
     root = ctx.data_dir / SS_DIR
-    tests: dict[str, list[SSRecord]] = {}
-    for name in cfg["test_sets"]:
-        tests[name], path = _load_test(name, root)
-        result.inputs.append(path)
+    tests, display = _load_tests(cfg["test_sets"], root, result)
     result.details["test_sizes"] = {n: len(r) for n, r in tests.items()}
     splits = _training_splits(root, cfg, tests, result)
     settings = ProbeSettings(**{**cfg["training"], "seed": ctx.seed})
@@ -158,16 +183,14 @@ def run_ss(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
                     }
             del train_data, valid_data
     result.details["training_history"] = histories
-    result.details["scores"] = {
-        f"SS{s} {TEST_SETS[t][0]} {h}": v for (s, t, h), v in scores.items()
-    }
-    _add_rows(result, scores, cfg["per_class_table_set"])
+    result.details["scores"] = {f"SS{s} {display[t]} {h}": v for (s, t, h), v in scores.items()}
+    _add_rows(result, scores, cfg["per_class_table_set"], display)
     figure = ctx.output_dir / "ss" / "accuracy.png"
-    display = {k: v[0] for k, v in TEST_SETS.items()}
     result.figures.append(report.ss_accuracy_png(figure, scores, display))
     result.notes.append(
         "Q3/Q8 and per-class F1 pooled over scored residues (NetSurfP: disorder==1 and CB513 "
-        "mask; FLIP: resolved mask; CullPDB/DNSS2: all residues). Training/validation chains "
+        "mask; FLIP: resolved mask; CullPDB/DNSS2: all residues; user files: labelled residues, "
+        "DSSP-assigned residues of structures). Training/validation chains "
         "equal to, containing or inside (>= 30 residues) a test chain removed: "
         f"{result.details['removed_for_test_overlap']}. Features standardised on the training "
         f"set; layer {ctx.encoders[0].layer} of the encoders."
