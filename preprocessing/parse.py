@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +177,7 @@ class _PartBuilder:
 def _resume_point(work_dir: Path, unit: Unit) -> tuple[list[dict], int, int]:
     """Metas of the unit's intact parts in order, and where to go on (offset, line)."""
     metas: list[dict] = []
-    while (path := part_dir(work_dir, unit.index, len(metas))).exists():
+    while (path := part_dir(work_dir, unit.index, len(metas))).with_suffix(".json").exists():
         try:
             reader = PartReader(path)
             intact = reader.intact()
@@ -187,7 +186,7 @@ def _resume_point(work_dir: Path, unit: Unit) -> tuple[list[dict], int, int]:
         if not intact:
             for stale in path.parent.glob(f"u{unit.index:06d}-p*"):
                 if int(stale.name.split("-p")[1][:5]) >= len(metas):
-                    shutil.rmtree(stale, ignore_errors=True)
+                    stale.unlink(missing_ok=True)
             break
         metas.append(reader.meta)
     if not metas:

@@ -1,9 +1,9 @@
 """On-disk parts: the parsed records of one byte range, as memory-mappable ``.npy`` columns.
 
-A part is a directory ``parts/u<unit>-p<part>/`` holding one ``.npy`` file per column and
-``meta.json`` (counts, byte range, rejected records, file sizes). It is written under a
-``.partial`` name and renamed into place, so a part directory that exists is complete; a
-rerun checks the sizes in ``meta.json`` before trusting it.
+A part is ``parts/u<unit>-p<part>.bin`` (every column, 64-byte aligned, one memory map) and
+``.json`` (counts, byte range, rejected records, where each column lies). Both are written
+under temporary names and renamed, the ``.json`` last, so a part whose ``.json`` exists is
+complete; a rerun also checks the ``.bin`` size before trusting it.
 
 Besides the records, a part carries two sorted key tables for the out-of-core deduplication
 (:mod:`preprocessing.decide`): ``dkeys`` (sequence digest) and ``ikeys`` (hash of the id), each
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
-import shutil
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,12 @@ BUCKET_BITS = 12
 BUCKETS = 1 << BUCKET_BITS
 KEY_COLUMNS = 3  # high, low, record index
 _PARTIAL = ".partial"
+_ALIGN = 64
 
 
 def part_dir(work_dir: Path, unit: int, part: int) -> Path:
+    """The part's name without suffix: ``<stem>.bin`` holds the columns, ``<stem>.json`` the
+    meta (written last: a part whose ``.json`` exists is complete)."""
     return Path(work_dir) / PART_DIR / f"u{unit:06d}-p{part:05d}"
 
 
@@ -58,57 +62,72 @@ def id_digests(ids: list[str]) -> bytes:
     return b"".join([blake2b(i.encode(), digest_size=16).digest() for i in ids])
 
 
-def write_part(directory: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write the columns and ``meta.json`` under a temporary name, then rename into place."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + _PARTIAL)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sizes = {}
-    for name, array in arrays.items():
-        path = tmp / f"{name}.npy"
-        np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-        sizes[name] = path.stat().st_size
-    (tmp / "meta.json").write_text(json.dumps(dict(meta, files=sizes)), encoding="utf-8")
+def write_part(stem: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write the columns into ``<stem>.bin`` (64-byte aligned) and the meta, with each
+    column's place, into ``<stem>.json``; both under temporary names, the meta renamed last."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    data, info = stem.with_suffix(".bin"), stem.with_suffix(".json")
+    info.unlink(missing_ok=True)
+    layout, offset = {}, 0
+    tmp = data.with_name(data.name + _PARTIAL)
+    with open(tmp, "wb") as handle:
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            pad = -offset % _ALIGN
+            handle.write(b"\0" * pad)
+            offset += pad
+            layout[name] = {"offset": offset, "dtype": array.dtype.str, "shape": list(array.shape)}
+            handle.write(array.data)
+            offset += array.nbytes
     # No fsync: a part only caches work; a part damaged by a power cut fails its size check
     # and its unit is parsed again.
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    os.replace(tmp, data)
+    tmp = info.with_name(info.name + _PARTIAL)
+    tmp.write_text(json.dumps(dict(meta, columns=layout, size=offset)), encoding="utf-8")
+    os.replace(tmp, info)
 
 
 def remove_partials(work_dir: Path) -> None:
-    """Drop part directories a killed run left half written."""
+    """Drop part files a killed run left half written."""
     for stale in (Path(work_dir) / PART_DIR).glob("*" + _PARTIAL):
-        shutil.rmtree(stale, ignore_errors=True)
+        stale.unlink(missing_ok=True)
 
 
 class PartReader:
-    """Columns of a written part, memory-mapped on first use (only touched pages are read)."""
+    """Columns of a written part, memory-mapped (only the pages touched are read)."""
 
-    def __init__(self, directory: Path | str):
-        self.directory = Path(directory)
-        self.meta = json.loads((self.directory / "meta.json").read_text(encoding="utf-8"))
-        self._cache: dict[str, np.ndarray] = {}
+    def __init__(self, stem: Path | str):
+        self.directory = Path(stem)
+        meta_path = self.directory.with_suffix(".json")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self._buffer: np.ndarray | None = None
 
     @property
     def valid(self) -> int:
         return int(self.meta["valid"])
 
     def intact(self) -> bool:
-        """Every column file is there with the size written."""
-        for name, size in self.meta.get("files", {}).items():
-            path = self.directory / f"{name}.npy"
-            if not path.exists() or path.stat().st_size != size:
-                return False
-        return "files" in self.meta
+        """The column file is there with the size written."""
+        path = self.directory.with_suffix(".bin")
+        return "size" in self.meta and path.exists() and path.stat().st_size == self.meta["size"]
 
     def column(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            path = self.directory / f"{name}.npy"
-            # Empty arrays cannot be memory-mapped.
-            mode = "r" if path.stat().st_size > 256 else None
-            self._cache[name] = np.load(path, mmap_mode=mode, allow_pickle=False)
-        return self._cache[name]
+        place = self.meta["columns"][name]
+        dtype = np.dtype(place["dtype"])
+        count = int(np.prod(place["shape"]))
+        if self._buffer is None:
+            path = self.directory.with_suffix(".bin")
+            # An empty file cannot be memory-mapped.
+            size = self.meta["size"]
+            self._buffer = np.zeros(0, np.uint8)
+            if size:
+                with open(path, "rb") as handle:
+                    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                self._buffer = np.frombuffer(mapped, dtype=np.uint8)
+        start = place["offset"]
+        raw = self._buffer[start : start + count * dtype.itemsize]
+        return raw.view(dtype).reshape(place["shape"])
 
     def keys(self, kind: str, first_bucket: int, end_bucket: int) -> np.ndarray:
         """Rows of the ``kind`` ("d" or "i") key table in buckets ``[first, end)``."""
@@ -134,3 +153,18 @@ class PartReader:
     def sequences_at(self, indices: list[int]) -> list[bytes]:
         residues, offsets = self.column("residues"), self.column("seq_offsets")
         return [residues[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
+
+
+class ReaderCache:
+    """The most recently used :class:`PartReader` s (each holds a memory map, so few)."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._readers: OrderedDict[str, PartReader] = OrderedDict()
+
+    def get(self, stem: str) -> PartReader:
+        reader = self._readers.pop(stem, None) or PartReader(stem)
+        self._readers[stem] = reader
+        if len(self._readers) > self.size:
+            self._readers.popitem(last=False)
+        return reader

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -49,9 +48,16 @@ from .executor import make_executor
 from .inputs import InputFile, Unit, plan_units, resolve_inputs
 from .memory import bucket_error, partition_keys
 from .parse import ParseSettings, load_part, no_cyclic_gc, parse_unit
-from .parts import BUCKETS, PartReader, part_dir, remove_partials
+from .parts import BUCKETS, PartReader, ReaderCache, part_dir, remove_partials
 from .routing import Router
-from .shard_tasks import CODES, ShardLog, ShardPlanner, ShardTask, stats_from_json, write_shard_task
+from .shard_tasks import (
+    ShardLog,
+    ShardPlanner,
+    ShardTask,
+    read_codes,
+    stats_from_json,
+    write_shard_task,
+)
 from .sharding import ShardCommitter, ShardJournal, SplitWriter
 from .split import SplitAssigner
 from .stats import SequenceStats, summary_table
@@ -181,26 +187,28 @@ class _Run:
         shard tasks (or, with clustering, the kept records collected for MMseqs2)."""
         pairs = DuplicatePairs(flags_path.parent, partitions) if refs else None
         bases = np.array([ref.base for ref in refs], dtype=np.int64)
-        planner = ShardPlanner(self.output, self.config.shard_size_records,
+        codes_path = flags_path.with_name("codes.i1")
+        codes_file = open(codes_path, "wb")
+        planner = ShardPlanner(self.output, codes_path, self.config.shard_size_records,
                                self.config.max_length, self.config.long_policy, SOURCE)  # fmt: skip
         tasks = []
+        readers = ReaderCache()
         for ref in refs:
-            part = PartReader(ref.directory)
+            part = readers.get(ref.directory)
             end = ref.base + ref.valid
             with open(flags_path, "rb") as handle:
                 handle.seek(ref.base)
                 flags = np.frombuffer(handle.read(ref.valid), dtype=np.uint8)
             found = pairs.between(ref.base, end)
-            kept_ids = _ids_of(refs, bases, found[:, 1])
+            kept_ids = _ids_of(readers, refs, bases, found[:, 1])
             found = found - np.array([ref.base, 0], dtype=np.int64)
             codes = self.merger.merge(part, flags, found, kept_ids)
-            tmp = part.directory / f"{CODES}.tmp.npy"
-            np.save(tmp, codes)
-            os.replace(tmp, part.directory / f"{CODES}.npy")
+            codes_file.write(codes.tobytes())
             if self.stage is not None:
                 self.stage.collect(load_part(part.directory), codes)
             else:
-                tasks.extend(planner.add(part, codes))
+                tasks.extend(planner.add(part, ref.base, codes))
+        codes_file.close()
         tasks.extend(planner.flush())
         self.pieces = planner.pieces
         return tasks
@@ -251,7 +259,7 @@ class _Run:
         with committer:
             for ref in refs:
                 part = load_part(Path(ref.directory))
-                codes = np.load(Path(ref.directory) / f"{CODES}.npy")
+                codes = read_codes(self.work / "decide" / "codes.i1", ref.base, ref.valid)
                 selected = np.flatnonzero(codes == KEEP)
                 keys, clusters = self.stage.keys_and_clusters(kept, int(selected.size))
                 router.route(part, selected, self.assign.indices(keys), clusters, kept)
@@ -431,7 +439,9 @@ def _split_summary(entries: list[dict]) -> dict:
     }
 
 
-def _ids_of(refs: list[PartRef], bases: np.ndarray, ordinals: np.ndarray) -> list[str]:
+def _ids_of(
+    readers: ReaderCache, refs: list[PartRef], bases: np.ndarray, ordinals: np.ndarray
+) -> list[str]:
     """Ids of the records at global ``ordinals`` (in that order), read from their parts."""
     if not ordinals.size:
         return []
@@ -439,7 +449,7 @@ def _ids_of(refs: list[PartRef], bases: np.ndarray, ordinals: np.ndarray) -> lis
     out: list[str] = [""] * ordinals.size
     for index in np.unique(owner).tolist():
         rows = np.flatnonzero(owner == index)
-        ids = PartReader(refs[index].directory).ids_at(ordinals[rows] - bases[index])
+        ids = readers.get(refs[index].directory).ids_at(ordinals[rows] - bases[index])
         for row, record_id in zip(rows.tolist(), ids, strict=True):
             out[row] = record_id
     return out

@@ -28,16 +28,25 @@ from .parts import PartReader
 from .split import cut_long
 from .stats import SequenceStats
 
-CODES = "codes"
-
 
 @dataclass(frozen=True)
 class ShardSlice:
-    """Pieces ``[start, end)`` of the pieces ``part`` gives the shard's split."""
+    """Pieces ``[start, end)`` of the pieces ``part`` gives the shard's split; the part's
+    codes are bytes ``[base, base + valid)`` of ``codes``."""
 
     part: str
+    codes: str
+    base: int
+    valid: int
     start: int
     end: int
+
+
+def read_codes(path: str | Path, base: int, count: int) -> np.ndarray:
+    """Codes of ``count`` records from ordinal ``base`` in the run's codes file."""
+    with open(path, "rb") as handle:
+        handle.seek(base)
+        return np.frombuffer(handle.read(count), dtype=np.int8)
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,8 @@ def piece_counts(lengths: np.ndarray, max_length: int | None, long_policy: str) 
     return np.maximum(-(-lengths // max_length), 1)
 
 
-def kept_of_split(part: PartReader, split_index: int) -> np.ndarray:
+def kept_of_split(part: PartReader, codes: np.ndarray, split_index: int) -> np.ndarray:
     """Indices of the part's kept records that go to split ``split_index``."""
-    codes = np.asarray(part.column(CODES))
     splits = np.asarray(part.column("splits"))
     return np.flatnonzero((codes == KEEP) & (splits == split_index))
 
@@ -76,16 +84,19 @@ def kept_of_split(part: PartReader, split_index: int) -> np.ndarray:
 class ShardPlanner:
     """Cuts the pieces of each split, part after part, into shard tasks."""
 
-    def __init__(self, dataset_dir: Path, shard_size: int, max_length, long_policy, source):
+    def __init__(self, dataset_dir: Path, codes: Path, shard_size: int, max_length, long_policy,
+                 source):  # fmt: skip
         self.settings = (str(dataset_dir), max_length, long_policy, source)
+        self.codes = str(codes)
         self.shard_size = shard_size
         self.pending: dict[str, list[ShardSlice]] = {s: [] for s in SPLIT_NAMES}
         self.filled = dict.fromkeys(SPLIT_NAMES, 0)
         self.count = dict.fromkeys(SPLIT_NAMES, 0)
         self.pieces = 0
 
-    def add(self, part: PartReader, codes: np.ndarray) -> Iterator[ShardTask]:
-        """Shards completed by this part's kept records (``codes`` as the report stage made)."""
+    def add(self, part: PartReader, base: int, codes: np.ndarray) -> Iterator[ShardTask]:
+        """Shards completed by this part's kept records (``codes`` as the report stage made,
+        from ordinal ``base`` on)."""
         splits = np.asarray(part.column("splits"))
         lengths = part.lengths()
         _, max_length, long_policy, _ = self.settings
@@ -96,7 +107,9 @@ class ShardPlanner:
             start = 0
             while start < total:
                 take = min(total - start, self.shard_size - self.filled[split])
-                self.pending[split].append(ShardSlice(str(part.directory), start, start + take))
+                piece = ShardSlice(str(part.directory), self.codes, base, codes.size, start,
+                                   start + take)  # fmt: skip
+                self.pending[split].append(piece)
                 self.filled[split] += take
                 start += take
                 if self.filled[split] == self.shard_size:
@@ -118,7 +131,7 @@ class ShardPlanner:
 
 def _slice_records(task: ShardTask, piece: ShardSlice, split_index: int):
     part = PartReader(piece.part)
-    kept = kept_of_split(part, split_index)
+    kept = kept_of_split(part, read_codes(piece.codes, piece.base, piece.valid), split_index)
     counts = piece_counts(part.lengths()[kept], task.max_length, task.long_policy)
     ends = np.cumsum(counts)
     starts = ends - counts
