@@ -14,7 +14,7 @@ from helpers_embed import ALL_KINDS, direct, tiny_encoder, write_fasta
 
 from wensu.alphabet import get_alphabet
 from wensu.embed import embed
-from wensu.embed_batching import plan_windows, token_budget_batches
+from wensu.embed.batching import plan_windows, token_budget_batches
 from wensu.embeddings import read
 from wensu.model import Encoder
 from wensu.model.config import EncoderConfig

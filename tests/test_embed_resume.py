@@ -20,7 +20,7 @@ from helpers_embed import ALL_KINDS, h5_bytes, tiny_encoder, write_fasta
 
 from wensu.checkpoint import save_encoder_checkpoint
 from wensu.embed import EmbedError, embed
-from wensu.embed_writer import SLEEP_AFTER_ENV, parts_dir_of
+from wensu.embed.writer import SLEEP_AFTER_ENV, parts_dir_of
 from wensu.embeddings import read
 
 # The shared fixtures (a plain assignment, so pytest sees them here).

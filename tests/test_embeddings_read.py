@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from wensu.embed_writer import write_group
+from wensu.embed.writer import write_group
 from wensu.embeddings import (
     EmbeddingsFileError,
     decode_id,

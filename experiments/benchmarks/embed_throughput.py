@@ -182,8 +182,8 @@ def long_case(name: str, config: dict, fasta: Path, workdir: Path, device: str) 
 
 def throughput(args: argparse.Namespace, model, encoder, workdir: Path) -> dict:
     """Same proteins, same weights: the usual Hugging Face loop, then ``wensu.embed``."""
-    from wensu.embed_batching import token_budget_batches
-    from wensu.embeddings import load_matrix
+    from wensu.embed.batching import token_budget_batches
+    from wensu.embed.file_format import load_matrix
 
     records = [r for r in read_fasta(ECOLI) if len(r[1]) <= 1022][: args.n]
     sequences = [seq for _, seq in records]

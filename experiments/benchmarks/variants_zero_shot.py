@@ -54,7 +54,7 @@ def _random_tiny(seed: int):
 
 def _checkpoint(path: str):
     from wensu.checkpoint import load
-    from wensu.embed_model import trained_context
+    from wensu.embed.model import trained_context
 
     encoder, alphabet = load(path)
     return encoder, alphabet, trained_context(Path(path))

@@ -1,9 +1,10 @@
 """Frozen-encoder features held in memory for a set of sequences.
 
-Forward passes go through :class:`wensu.embed_compute.SequenceEmbedder` (the code behind
-``wensu-embed``), so probes see exactly the vectors a user would embed: length-sorted batches
-of at most ``max_tokens`` padded tokens, and sequences longer than the trained context handled
-as ``wensu-embed`` does (chunked attention for windowed models, stitched windows otherwise).
+Forward passes go through :class:`wensu.embed.compute.SequenceEmbedder` with the settings that
+:class:`wensu.embed.settings.EmbedSettings` derives (the code behind ``wensu-embed``), so probes
+see exactly the vectors a user would embed: length-sorted batches of at most ``max_tokens``
+padded tokens, and sequences longer than the trained context handled as ``wensu-embed`` does
+(chunked attention for windowed models, stitched windows otherwise).
 Identical sequences are computed once.
 """
 
@@ -17,8 +18,9 @@ import torch
 from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
-from wensu.embed_batching import token_budget_batches
-from wensu.embed_compute import ComputeSettings, SequenceEmbedder, resolve_layers
+from wensu.embed.batching import token_budget_batches
+from wensu.embed.compute import SequenceEmbedder, resolve_layers
+from wensu.embed.settings import EmbedSettings
 from wensu.model import Encoder
 
 
@@ -53,14 +55,13 @@ class EncoderFeatures:
     def _embedder(self, pooling: str) -> SequenceEmbedder:
         if pooling not in self._embedders:
             s = self.settings
-            compute = ComputeSettings(
+            options = EmbedSettings(
                 layers=(self.layer,),
                 pooling=(pooling,),
-                max_length=s.max_length,
-                window=s.max_length,
-                stride=max(1, s.max_length // 2),
                 max_tokens=s.max_tokens,
+                max_length=s.max_length,
             )
+            compute = options.compute_settings(self.encoder.cfg.num_layers, s.max_length)
             self._embedders[pooling] = SequenceEmbedder(
                 self.encoder, self.alphabet, compute, self.device
             )

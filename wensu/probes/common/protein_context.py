@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wensu.embed_model import load_model
+from wensu.embed.model import load_model
 from wensu.model import count_parameters
 from wensu.probes.common.baselines import random_init_like
 from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
-from wensu.embed_batching import token_budget_batches
+from wensu.embed.batching import token_budget_batches
 from wensu.probes.common.baselines import STANDARD, residue_indices
 
 

@@ -125,7 +125,7 @@ class ResidueLogProbs:
         if self._chunked is None:
             # Same weights and attention pattern; CPU flex compiles per length and dense
             # builds an L x L mask, chunked does neither.
-            from wensu.embed_compute import chunked_twin
+            from wensu.embed.compute import chunked_twin
 
             self._chunked = chunked_twin(self.model)
         return self._chunked

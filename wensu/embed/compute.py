@@ -29,8 +29,8 @@ import torch
 from einops import einsum
 
 from wensu.alphabet import Alphabet
-from wensu.embed_batching import SPECIAL_TOKENS_PER_SEQUENCE, plan_windows
-from wensu.embeddings import SequenceEmbedding
+from wensu.embed.batching import SPECIAL_TOKENS_PER_SEQUENCE, plan_windows
+from wensu.embed.file_format import SequenceEmbedding
 from wensu.model import Encoder
 from wensu.model.moe import unlimited_expert_capacity
 

@@ -27,10 +27,10 @@ import torch
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
-from wensu.embed_batching import sort_buffers, token_budget_batches
-from wensu.embed_compute import ComputeSettings, SequenceEmbedder
-from wensu.embed_input import iter_selected
-from wensu.embed_writer import PerSequenceFileWriter, SegmentWriter, parts_dir_of
+from wensu.embed.batching import sort_buffers, token_budget_batches
+from wensu.embed.compute import ComputeSettings, SequenceEmbedder
+from wensu.embed.inputs import iter_selected
+from wensu.embed.writer import PerSequenceFileWriter, SegmentWriter, parts_dir_of
 
 Progress = Callable[[int, int], None]  # (sequences, residues) just written
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 import torch
 
-from wensu.embeddings import (
+from wensu.embed.file_format import (
     ESM_KEYS,
     FORMAT_VERSION,
     SequenceEmbedding,
