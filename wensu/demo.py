@@ -52,7 +52,12 @@ def write_head(fasta: Path, destination: Path, records: int) -> Path:
 
 # --quick: the same four commands at smoke-test size (what `make test` runs from a bare folder).
 QUICK_TRAIN = ["trainer.max_steps=20", "trainer.val_check_interval=10"]
-QUICK_EVAL = ["probe=[ss,contacts]", "probe.ss.max_train=40", "probe.ss.max_valid=10"]
+QUICK_EVAL = [
+    "probe=[ss,contacts]",
+    "probe.ss.fast.max_train=40",
+    "probe.ss.fast.max_valid=10",
+    "probe.ss.fast.training.max_epochs=3",
+]
 
 
 def build_steps(
@@ -116,7 +121,10 @@ def _print_summary(output: Path, timings: dict[str, float]) -> None:
         print(f"loss curve:    {loss_curve}")
     print(f"run directory: {output / 'train'}")
     print(f"embeddings:    {output / 'embeddings.h5'}")
-    print(f"report:        {output / 'report' / 'report.md'}")
+    report = output / "report" / "report.md"
+    sample = report.exists() and "embedded evaluation sample" in report.read_text()
+    note = " (embedded evaluation sample; `wensu-data fetch` for full sets)" if sample else ""
+    print(f"report:        {report}{note}")
     print("timings (s):   " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
 
 

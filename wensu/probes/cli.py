@@ -32,6 +32,7 @@ from wensu.probes.common.errors import EvalConfigError
 from wensu.probes.common.protein_context import build_protein_context
 from wensu.probes.common.report import write_report
 from wensu.probes.common.results import fingerprint, probe_payload, reusable_payload
+from wensu.probes.common.settings import PROBE_DATA, SAMPLE_NOTE, resolve_data_dir
 
 PROBE_ORDER = (
     "ss",
@@ -102,12 +103,21 @@ def evaluate(cfg: Any) -> Path:
         settings = probe_settings(cfg, name, subset)
         if cfg.get("input") and "input" in settings:  # probes that read any FASTA
             settings["input"] = str(Path(str(cfg.input)).resolve())
-        probe_fingerprint = fingerprint(ctx, subset, settings, run_settings)
+        located = None
+        if name in PROBE_DATA:  # this probe's built-in set: data_dir, cache, fetch or sample
+            located = resolve_data_dir(
+                ctx.data_option, PROBE_DATA[name], fast=ctx.fast, fetch=ctx.fetch
+            )
+            ctx.data_dir = located.root
+        data = {"data": str(located.root) if located else None}
+        probe_fingerprint = fingerprint(ctx, subset, settings, {**run_settings, **data})
         metrics_path = output / name / "metrics.json"
         payload = reusable_payload(metrics_path, probe_fingerprint) if cfg.resume else None
         if payload is None:
             start = time.perf_counter()
             result = runner(name)(ctx, settings)
+            if located is not None and located.is_sample:
+                result.notes.insert(0, SAMPLE_NOTE.format(name=PROBE_DATA[name]))
             payload = probe_payload(ctx, result, probe_fingerprint, time.perf_counter() - start)
             write_json(metrics_path, payload)
         else:

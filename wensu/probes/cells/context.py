@@ -62,10 +62,10 @@ def is_cell_checkpoint_file(path: str | os.PathLike) -> bool:
     return is_cell_checkpoint(checkpoint)
 
 
-def resolve_cell_data_dir(value: str | None) -> Path:
-    """The shared data root holding ``singlecell/``: the option, $WENSU_SHARED_DATA, or
-    ../shared/data next to the working directory or the checkout."""
-    return resolve_data_dir(value, "singlecell")
+def resolve_cell_data_dir(value: str | None, fetch: bool = True) -> Path:
+    """The data directory holding the built-in PBMC set (``singlecell/``): ``data_dir=`` →
+    $WENSU_DATA → the per-user cache, fetched on first use when allowed."""
+    return resolve_data_dir(value, "pbmc", fetch=fetch).root
 
 
 def build_cell_context(
@@ -112,7 +112,9 @@ def build_cell_context(
     }
     ctx = EvalContext(
         encoders=[],
-        data_dir=resolve_cell_data_dir(cfg.data_dir),
+        data_dir=resolve_cell_data_dir(cfg.data_dir, fetch=bool(cfg.get("fetch", True))),
+        data_option=cfg.data_dir,
+        fetch=bool(cfg.get("fetch", True)),
         output_dir=output,
         seed=int(cfg.seed),
         fast=str(cfg.subset) == "fast",

@@ -35,6 +35,8 @@ class EvalContext:
     checkpoint: dict[str, Any] = field(default_factory=dict)  # path, sha256, config
     # Cell-model checkpoints: wensu.probes.cells.context.CellModels (encoders is then empty).
     cells: Any = None
+    data_option: str | None = None  # data_dir= as configured (None: $WENSU_DATA, else the cache)
+    fetch: bool = True  # download a missing built-in set on first use
 
     @property
     def window(self) -> int | None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wensu.datasets.location import data_root
 from wensu.embed.model import load_model
 from wensu.model import count_parameters
 from wensu.probes.common.baselines import random_init_like
 from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext
 from wensu.probes.common.features import EncoderFeatures, FeatureSettings
-from wensu.probes.common.settings import resolve_data_dir, resolve_device, set_cpu_threads
+from wensu.probes.common.settings import resolve_device, set_cpu_threads
 
 DEFAULT_MAX_LENGTH = 1022
 
@@ -48,7 +49,9 @@ def build_protein_context(cfg: Any, output: Path) -> tuple[EvalContext, dict[str
     }
     ctx = EvalContext(
         encoders=encoders,
-        data_dir=resolve_data_dir(cfg.data_dir),
+        data_dir=data_root(cfg.data_dir),  # each probe's set is located when it runs
+        data_option=cfg.data_dir,
+        fetch=bool(cfg.get("fetch", True)),
         output_dir=output,
         seed=int(cfg.seed),
         fast=str(cfg.subset) == "fast",

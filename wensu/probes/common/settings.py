@@ -1,34 +1,53 @@
-"""Run settings every ``wensu-eval`` context needs, protein or cell: where the shared data lives,
+"""Run settings every ``wensu-eval`` context needs, protein or cell: where each probe's data lives,
 which device to run on, and how many CPU threads to use."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from wensu.datasets.fetch import FetchError
+from wensu.datasets.location import ENV_DATA, DataNotFound, Located, locate
 from wensu.probes.common.errors import EvalConfigError
 
+# The built-in data set each probe reads (wensu.datasets registry names).
+PROBE_DATA = {
+    "ss": "ss",
+    "contacts": "contacts",
+    "amr": "amr",
+    "perplexity": "scop",
+    "variants": "variants",
+    "cell_type": "pbmc",
+}
+SAMPLE_NOTE = (
+    "Data: the embedded evaluation sample (a small real cut of the built-in sets; "
+    "wensu/resources/eval_sample/SOURCES.md), a smoke check rather than a benchmark: "
+    "`wensu-data fetch {name}` gets the full set."
+)
 
-def resolve_data_dir(value: str | None, required: str = "structure") -> Path:
-    """The shared data root holding ``required/``: the option, else $WENSU_SHARED_DATA, else
-    ../shared/data next to the working directory or the checkout."""
-    candidates = [Path(value)] if value else []
-    if not value:
-        if os.environ.get("WENSU_SHARED_DATA"):
-            candidates.append(Path(os.environ["WENSU_SHARED_DATA"]))
-        candidates.append(Path.cwd().parent / "shared" / "data")
-        # <checkout>/wensu/probes/common/settings.py -> <checkout>/../shared/data
-        candidates.append(Path(__file__).resolve().parents[3].parent / "shared" / "data")
-    for path in candidates:
-        if (path / required).is_dir():
-            return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise EvalConfigError(
-        f"data_dir: no shared data folder (with {required}/) found; tried {tried}"
-    )
+
+def configured_data_dir(value: str | None) -> str | None:
+    """The data directory the user configured (``data_dir=`` or $WENSU_DATA), if any."""
+    return str(value) if value else os.environ.get(ENV_DATA) or None
+
+
+def resolve_data_dir(
+    value: str | None, data_set: str, *, fast: bool = False, fetch: bool = True
+) -> Located:
+    """Where built-in set ``data_set`` lives: ``data_dir=`` → $WENSU_DATA → the per-user cache;
+    fetched there on first use when ``fetch`` (and not $WENSU_OFFLINE). With nothing configured,
+    a quick run (``fast``) uses the embedded sample instead of downloading."""
+    try:
+        return locate(
+            data_set,
+            value,
+            allow_sample=fast and configured_data_dir(value) is None,
+            allow_fetch=fetch,
+        )
+    except (DataNotFound, FetchError) as err:
+        raise EvalConfigError(str(err)) from None
 
 
 def set_cpu_threads(value: Any) -> int:

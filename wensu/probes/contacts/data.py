@@ -1,4 +1,5 @@
-"""Loaders for the contact-evaluation sets in ``shared/data/structure``.
+"""Loaders for the contact-evaluation sets in the data directory's ``structure/``
+(``wensu-data fetch contacts``).
 
 * ``pdb_entries``: whole PDB/mmCIF entries parsed with Bio.PDB (representative chain from
   ``index.csv``; Cβ, Cα for Gly).

@@ -1,4 +1,5 @@
-"""Readers for the secondary-structure sets in ``shared/data/structure/secondary_structure``.
+"""Readers for the secondary-structure sets in the data directory's
+``structure/secondary_structure`` (``wensu-data fetch ss``).
 
 Every reader returns :class:`SSRecord` objects whose ``mask`` marks the residues to score,
 exactly as each source defines it (see that folder's SOURCES.md):

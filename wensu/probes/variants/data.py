@@ -159,7 +159,7 @@ def variants_dir(data_dir: str | Path) -> Path:
             return candidate
     raise VariantDataError(
         f"{data_dir}: no {INDEX_NAME} here or in {data_dir / VARIANTS_FOLDER} "
-        "(pass the shared data root or the variants folder)"
+        "(pass the data directory or its variants folder)"
     )
 
 
@@ -187,7 +187,7 @@ def _int_field(value: str, where: str, column: str, leading: bool = False) -> in
 
 
 def read_index(data_dir: str | Path) -> list[SetInfo]:
-    """All sets listed in ``sets.csv`` (``data_dir`` = shared data root or the variants folder)."""
+    """All sets listed in ``sets.csv`` (``data_dir``: data directory or its variants folder)."""
     folder = variants_dir(data_dir)
     index_path = folder / INDEX_NAME
     reader, handle = _open_csv(index_path, INDEX_COLUMNS)

@@ -331,7 +331,7 @@ def run_variants_probe(
     """Evaluate ``model`` (plus a random-init twin seeded with ``seed``, BLOSUM62 and any
     ``reference_models``) on the DMS sets; write ``metrics.json`` and PNGs to ``output_dir``.
 
-    ``data_dir`` is the shared data root or its ``variants/`` folder; ``sets`` limits the sets;
+    ``data_dir`` is the data directory or its ``variants/`` folder; ``sets`` limits the sets;
     ``subset="fast"`` caps each set at 200 variants; ``settings`` overrides keys of
     ``conf/probe/variants.yaml`` (method, max_variants, window, long_context, batch_tokens,
     heatmap_set). Returns the metrics (as written) plus ``table_markdown``.
