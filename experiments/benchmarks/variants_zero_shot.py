@@ -36,8 +36,8 @@ DEFAULT_OUTPUT = REPO / "experiments" / "results" / "variants"
 def _data_dir(value: str | None) -> Path:
     if value:
         return Path(value)
-    if os.environ.get("WENSU_SHARED_DATA"):
-        return Path(os.environ["WENSU_SHARED_DATA"])
+    if os.environ.get("WENSU_DATA"):  # benchmarks: WENSU_DATA=../shared/data
+        return Path(os.environ["WENSU_DATA"])
     return REPO.parent / "shared" / "data"
 
 

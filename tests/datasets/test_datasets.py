@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -160,3 +161,39 @@ def test_cli_list_fetch_verify(serve, tmp_path):
     assert verified.returncode == 1 and "1 missing or corrupt" in verified.stdout
     unknown = subprocess.run([*cli, "fetch", "nope"], capture_output=True, text=True)
     assert unknown.returncode != 0 and "unknown data set" in unknown.stderr
+
+
+def test_probe_fetches_its_set_on_first_use(serve, tmp_path):
+    """wensu-eval with an empty data directory downloads the probe's set (here from a local
+    mirror), checks it, and evaluates; offline it stops with the fetch command instead."""
+    import torch
+
+    from wensu.checkpoint import save_encoder_checkpoint
+    from wensu.model import Encoder, EncoderConfig
+
+    root = require_shared("")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.ckpt"
+    save_encoder_checkpoint(
+        Encoder(EncoderConfig(num_layers=1, d_model=16, num_heads=2, ffn_dim=32)), checkpoint
+    )
+    script = Path(sys.executable).with_name("wensu-eval")
+    args = [
+        str(script),
+        f"checkpoint={checkpoint}",
+        "probe=perplexity",
+        "probe.perplexity.max_sequences=20",
+        f"data_dir={tmp_path / 'data'}",
+        f"output={tmp_path / 'report'}",
+        "progress=false",
+    ]
+    env = {**os.environ, "WENSU_OFFLINE": "1"}
+    offline = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert offline.returncode == 2
+    assert "wensu-data fetch scop" in offline.stderr and "Traceback" not in offline.stderr
+    env = {k: v for k, v in os.environ.items() if k != "WENSU_OFFLINE"}
+    env["WENSU_DATA_MIRROR"] = serve(root)
+    fetched = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    assert verify_set("scop", tmp_path / "data") == []
+    assert (tmp_path / "report" / "perplexity" / "metrics.json").is_file()
