@@ -1,20 +1,23 @@
 """The contact probe: logistic regression on APC-corrected attention maps, fitted on a few
 training structures (CATH-103 by default) and tested on the other sets; precision at L, L/2, L/5
-for short, medium and long range; skipped structures counted by reason.
+for short, medium and long range; skipped structures counted by reason. Any set may be user
+files (PDB/mmCIF, backbone JSON/JSONL; see :mod:`wensu.probes.contacts.user_sets`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from wensu.probes.common import report
+from wensu.probes.common import inputs, report
 from wensu.probes.common.context import EvalContext, ProbeResult, stable_subset
+from wensu.probes.common.inputs import UserSet, resolve_entries
 from wensu.probes.common.overlap import overlapping_mask
 from wensu.probes.common.structures import ChainStructure, contact_map
-from wensu.probes.contacts.data import ContactSet, load_contact_set
+from wensu.probes.contacts.data import CONTACT_SET_PATHS, ContactSet, load_contact_set
 from wensu.probes.contacts.probe import (
     attention_features,
     beyond_window_fraction,
@@ -23,6 +26,7 @@ from wensu.probes.contacts.probe import (
     predict_contacts,
     training_pairs,
 )
+from wensu.probes.contacts.user_sets import CONTACT_SUFFIXES, load_user_contact_set
 
 STRUCTURE_DIR = "structure"
 
@@ -39,23 +43,39 @@ def _usable(structures: list[ChainStructure], max_length: int, skipped) -> list[
     return kept
 
 
-def _load_sets(ctx: EvalContext, cfg: dict[str, Any]) -> tuple[ContactSet, dict[str, ContactSet]]:
+def _set_loader(ctx: EvalContext, cfg: dict[str, Any]) -> Callable[..., ContactSet]:
+    """Load a resolved entry: a built-in set from the data folder, or a user set."""
     root = ctx.data_dir / STRUCTURE_DIR
-    train_set = load_contact_set(cfg["train_set"], root, show_progress=ctx.show_progress)
+
+    def load(item: str | UserSet, **options: Any) -> ContactSet:
+        if isinstance(item, str):
+            return load_contact_set(item, root, show_progress=ctx.show_progress, **options)
+        return load_user_contact_set(
+            item, min_plddt=cfg.get("min_plddt"), show_progress=ctx.show_progress, **options
+        )
+
+    return load
+
+
+def _load_sets(ctx: EvalContext, cfg: dict[str, Any]) -> tuple[ContactSet, dict[str, ContactSet]]:
+    option = "probe.contacts"
+    [train_item] = resolve_entries(
+        [cfg["train_set"]], CONTACT_SET_PATHS, CONTACT_SUFFIXES, where=f"{option}.train_set"
+    )
+    test_items = resolve_entries(
+        cfg["test_sets"], CONTACT_SET_PATHS, CONTACT_SUFFIXES, where=f"{option}.test_sets"
+    )
+    load = _set_loader(ctx, cfg)
+    train_set = load(train_item)
     train_set.structures = stable_subset(
         train_set.structures, cfg["train_size"], key=lambda s: s.name
     )
     train_names = {s.name for s in train_set.structures}
     tests: dict[str, ContactSet] = {}
-    for name in cfg["test_sets"]:
-        test = load_contact_set(
-            name,
-            root,
-            limit=cfg["test_limit"],
-            select=cfg["test_select"],
-            show_progress=ctx.show_progress,
-        )
-        if name == cfg["train_set"]:
+    for item in test_items:
+        name = inputs.set_name(item)
+        test = load(item, limit=cfg["test_limit"], select=cfg["test_select"])
+        if name == train_set.name:
             test.structures = [s for s in test.structures if s.name not in train_names]
         flags, _ = overlapping_mask(
             [s.sequence for s in test.structures], [s.sequence for s in train_set.structures]
@@ -68,6 +88,19 @@ def _load_sets(ctx: EvalContext, cfg: dict[str, Any]) -> tuple[ContactSet, dict[
     return train_set, tests
 
 
+def _set_summary(contact_set: ContactSet) -> dict[str, Any]:
+    summary = {
+        "evaluated": len(contact_set.structures),
+        "skipped": dict(contact_set.skipped),
+        "errors": contact_set.errors,
+    }
+    masked = {
+        "low_plddt_residues": sum(s.low_plddt for s in contact_set.structures),
+        "numbering_gap_residues": sum(s.filled for s in contact_set.structures),
+    }
+    return {**summary, **{k: v for k, v in masked.items() if v}}
+
+
 def run_contacts(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
     """Fit and evaluate the contact regression for the model and its random-init twin."""
     result = ProbeResult("contacts")
@@ -75,8 +108,7 @@ def run_contacts(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
     for s in [train_set, *tests.values()]:
         result.inputs += s.files
     result.details["structures"] = {
-        name: {"evaluated": len(s.structures), "skipped": dict(s.skipped), "errors": s.errors}
-        for name, s in {f"train:{train_set.name}": train_set, **tests}.items()
+        name: _set_summary(s) for name, s in {f"train:{train_set.name}": train_set, **tests}.items()
     }
     maps = {
         s.name: contact_map(s.coords, cfg["cutoff"])
@@ -151,7 +183,14 @@ def run_contacts(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
         )
     result.notes.append(
         f"Contacts: CB (CA for Gly) < {cfg['cutoff']} Å; PDB/mmCIF parsed with Bio.PDB, "
-        "backbone-only sets (CATH-103, TS50) use a virtual CB. Regression: ESM-style "
+        "backbone-only sets (CATH-103, TS50, user JSON/JSONL) use a virtual CB; user files "
+        "without SEQRES get one unknown residue per numbering gap"
+        + (
+            f"; residues with Cα B-factor (pLDDT) < {cfg['min_plddt']} masked"
+            if cfg.get("min_plddt") is not None
+            else ""
+        )
+        + ". Regression: ESM-style "
         "symmetrised + APC attention of all layers and heads, "
         f"{cfg['penalty'].upper()} logistic regression (C={cfg['C']}) on "
         f"{len(train_set.structures)} {train_set.name} structures; P@L/k with L = sequence length."
