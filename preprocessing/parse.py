@@ -134,13 +134,12 @@ class _PartBuilder:
         if columns.track_inactive:
             inactive[:] = columns.inactive
         id_blob = "\n".join(columns.ids).encode("utf-8")
-        id_offsets = np.zeros(count + 1, dtype=np.int64)
-        lengths = np.fromiter((len(i.encode()) + 1 for i in columns.ids), np.int64, count)
-        np.cumsum(lengths, out=id_offsets[1:])
-        if not count:
-            id_offsets[0] = 0
+        id_array = np.frombuffer(id_blob, dtype=np.uint8)
+        # Id i is id_blob[offsets[i] : offsets[i + 1] - 1] (the "\n" after it left out).
+        id_offsets = np.concatenate(([0], np.flatnonzero(id_array == 10) + 1, [len(id_blob) + 1]))
+        id_offsets = id_offsets[: count + 1].astype(np.int64)
         dkeys, dbuckets = key_table(digests)
-        ikeys, ibuckets = key_table(id_digests(columns.ids))
+        ikeys, ibuckets = key_table(id_digests(id_blob, id_offsets))
         meta = {
             "unit": self.unit.index,
             "file_index": self.unit.file_index,
@@ -158,7 +157,7 @@ class _PartBuilder:
         arrays = {
             "residues": residues,
             "seq_offsets": offsets,
-            "id_blob": np.frombuffer(id_blob, dtype=np.uint8),
+            "id_blob": id_array,
             "id_offsets": id_offsets,
             "digests": np.frombuffer(digests, dtype=np.uint8),
             "taxa": np.asarray(columns.taxa, dtype=np.int64),
