@@ -134,7 +134,7 @@ def measure(name: str, spec: dict, pattern, length: int, device, train: bool) ->
     with peak_memory(device) as memory:
         step()
     row = {"status": "ok", "mode": "fwd+bwd" if train else "fwd only", "seconds": median(times),
-           "peak_gib": gib(memory["peak_bytes"])}  # fmt: skip
+           "peak_bytes": memory["peak_bytes"], "peak_gib": gib(memory["peak_bytes"])}  # fmt: skip
     return row
 
 
@@ -148,8 +148,8 @@ def ratio_table(results: dict) -> dict:
             for fast in ("flex", "chunked"):
                 if slow != fast and slow in ok and fast in ok:
                     entry[f"{slow}_over_{fast}_time"] = ok[slow]["seconds"] / ok[fast]["seconds"]
-                    entry[f"{slow}_over_{fast}_memory"] = ok[slow]["peak_gib"] / max(
-                        ok[fast]["peak_gib"], 1e-9
+                    entry[f"{slow}_over_{fast}_memory"] = max(ok[slow]["peak_bytes"], 1) / max(
+                        ok[fast]["peak_bytes"], 1
                     )
         out[length] = entry
     return out

@@ -21,6 +21,7 @@ against the datasheet bf16 peak and against the bf16 matmul rate measured here, 
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from common import (
@@ -230,12 +231,14 @@ def run(spec: dict, record: StageRecord) -> None:
             record.flush()
             continue
         data = inputs["padded" if variant == "hf_padded" else "packed"]
+        began = time.monotonic()
         try:
             peaks = (datasheet, measured)
             row = measure(variant, cfg, spec, data, device, entry["flops_per_token"], peaks)
         except Exception as error:  # noqa: BLE001 - recorded, the next variant still runs
             row = {"status": "error", "detail": error_text(error)}
             free_memory(device)
+        row["wall_s_with_build"] = round(time.monotonic() - began, 2)
         entry["variants"][variant] = row
         entry.update(ratios(entry["variants"]))
         record.flush()
