@@ -4,8 +4,10 @@
     wensu-train -m experiment=quickstart data.dataset_dir=data/ecoli optim.lr=1e-3,3e-3
     wensu-train experiment=wensu_1b_fsdp data.dataset_dir=data/x --cfg job
 
-Bad input (unknown config key, impossible value, broken dataset, unfitting checkpoint) is
-reported as one line ``error: <message>`` on stderr with exit status 2, before training starts.
+Bad input (unknown config key, wrong type, impossible value, broken dataset, unfitting
+checkpoint, a changed setup on resume, a run dir that cannot be written, a model that cannot fit
+in memory) is reported as one line ``error: <message>`` on stderr with exit status 2, before
+training starts. ``WENSU_VERBOSE=1`` also prints the traceback behind it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ EXIT_USAGE = 2
 
 
 def _fail(error: BaseException) -> None:
+    if os.environ.get("WENSU_VERBOSE", "") not in ("", "0"):
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
     print(f"error: {_one_line(error)}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
+
+
+def _os_error(error: OSError) -> str:
+    """An unwritable/blocked path as one line (Hydra creates the run dir before the app)."""
+    where = error.filename or "output path"
+    cause = error.strerror or error
+    return f"cannot write {where}: {cause} (is hydra.run.dir a writable directory?)"
 
 
 def _one_line(error: BaseException) -> str:
@@ -56,18 +69,20 @@ def _single_console_log() -> None:
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from wensu.train.run import _is_rank_zero, train
+    from wensu.train.presets import check_preset_conflicts
+    from wensu.train.run import train
 
     _single_console_log()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if _is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_preset_conflicts(list(hydra_cfg.overrides.task))
         settings = OmegaConf.to_container(cfg, resolve=True)
-        summary = train(settings, run_dir)
-    except (UsageError, OmegaConfBaseException) as error:
+        summary = train(settings, run_dir)  # writes config.yaml once the run dir is checked
+    except (UsageError, OmegaConfBaseException, ValueError) as error:
         _fail(error)
+    except OSError as error:
+        _fail(OSError(_os_error(error)))
     # The return value is what sweepers (e.g. Optuna) minimise.
     return summary["val_loss"] if summary else None
 
@@ -81,6 +96,8 @@ def main() -> None:
         _app()
     except (HydraException, OmegaConfBaseException) as error:
         _fail(error)
+    except OSError as error:
+        _fail(OSError(_os_error(error)))
 
 
 if __name__ == "__main__":

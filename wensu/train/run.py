@@ -29,8 +29,11 @@ from wensu.train import preflight
 from wensu.train.callbacks import LossCurve, RNGState, SampleLog, ThroughputMonitor
 from wensu.train.datamodule import ProteinDataModule
 from wensu.train.errors import TrainConfigError, UsageError
+from wensu.train.memory import check_memory, processes_per_machine
 from wensu.train.metrics import perplexity
 from wensu.train.module import MaskedLMModule
+from wensu.train.options import check_option_types
+from wensu.train.resume_guard import check_resume, clear_run_dir, record_run_info
 from wensu.train.run_info import (
     git_commit,
     manifest_sha256,
@@ -91,6 +94,15 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
         prepared.notices += preflight.check_model_and_data(model_config, data_cfg, accelerator)
         data_cfg["dataset_dir"] = preflight.check_dataset_dir(data_cfg)
         preflight.check_duration(trainer_cfg)
+        if settings.get("preflight", True):
+            check_memory(
+                model_config,
+                int(data_cfg["max_tokens"]),
+                str(trainer_cfg.get("precision", "32-true")),
+                accelerator,
+                processes_per_machine(trainer_cfg, accelerator),
+                int(data_cfg["crop_length"]),
+            )
         prepared.model_config = model_config
         prepared.datamodule = _datamodule(data_cfg)
         prepared.datamodule.setup("fit")  # opens both splits, checks shard checksums
@@ -239,8 +251,9 @@ def build_trainer(prepared: Prepared, baseline_loss: float | None) -> Trainer:
 def write_run_info(prepared: Prepared, module: MaskedLMModule, baseline: dict) -> None:
     settings = prepared.settings
     dataset_dir = Path(settings["data"]["dataset_dir"])
-    write_json(
-        prepared.run_dir / "run_info.json",
+    record_run_info(
+        settings,
+        prepared.run_dir,
         {
             "git": git_commit(),
             "versions": package_versions(),
@@ -258,14 +271,35 @@ def write_run_info(prepared: Prepared, module: MaskedLMModule, baseline: dict) -
     )
 
 
+def start_session(settings: Mapping[str, Any], run_dir: Path) -> None:
+    """Option types, the resume fingerprint, then (rank zero) ``overwrite`` and config.yaml:
+    a refused rerun leaves the run directory exactly as it was."""
+    try:
+        check_option_types(settings)
+        check_resume(settings, run_dir)
+    except ValueError as error:
+        raise UsageError(" ".join(str(error).split())) from error
+    if not _is_rank_zero():
+        return
+    if settings.get("overwrite"):
+        removed = clear_run_dir(run_dir)
+        if removed:
+            log.warning("overwrite=true: removed %s from %s", ", ".join(removed), run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from omegaconf import OmegaConf
+
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(settings))))
+
+
 def train(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
     """Run training as configured; returns the summary on global rank zero (else None)."""
     from wensu.train.cell_run import is_cell_run, train_cells
 
+    run_dir = Path(run_dir)
+    start_session(settings, run_dir)
     if is_cell_run(settings):  # data.kind: cells -> masked-expression pretraining
         return train_cells(settings, run_dir)
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     prepared = prepare(settings, run_dir)
     if settings["threads"]:
         torch.set_num_threads(int(settings["threads"]))
