@@ -19,6 +19,7 @@ _EXPORTS = {
     "AccountingError": "errors",
     "ToolError": "errors",
     "OutputExistsError": "errors",
+    "OutputError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, PreprocessError
 
 log = logging.getLogger("wensu.preprocessing")
 
@@ -82,9 +82,20 @@ class RayExecutor:
         for task in tasks:
             pending.append(remote.remote(task))
             if len(pending) >= limit:
-                yield self.ray.get(pending.popleft())
+                yield self._get(pending.popleft())
         while pending:
-            yield self.ray.get(pending.popleft())
+            yield self._get(pending.popleft())
+
+    def _get(self, ref):
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:
+            # One line, not a remote stack trace: the cause's own message.
+            cause = getattr(err, "cause", None) or err
+            first = str(cause).strip().splitlines()[-1] if str(cause).strip() else repr(cause)
+            raise PreprocessError(
+                f"a Ray task failed after {self.max_retries} retries: {first}"
+            ) from None
 
     def close(self) -> None:
         if self._started:

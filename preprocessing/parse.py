@@ -29,6 +29,7 @@ from wensu.data.fasta import (
     iter_chunks,
 )
 
+from .errors import write_failure
 from .inputs import Unit
 from .parts import PartReader, id_digests, key_table, part_dir, write_part
 from .split import SplitAssigner
@@ -72,6 +73,11 @@ class Part:
 
 class UnitError(Exception):
     """A unit's input cannot be read; ``str()`` is the message for the user."""
+
+
+class PartWriteError(Exception):
+    """A parsed part cannot be written (disk full...); ``str()`` is the message for the user.
+    Not an ``OSError``, so it is never taken for a failure to read the input."""
 
 
 @contextlib.contextmanager
@@ -169,7 +175,11 @@ class _PartBuilder:
             "ikeys": ikeys,
             "ibuckets": ibuckets,
         }
-        write_part(part_dir(work_dir, self.unit.index, self.index), meta, arrays)
+        stem = part_dir(work_dir, self.unit.index, self.index)
+        try:
+            write_part(stem, meta, arrays)
+        except OSError as err:
+            raise PartWriteError(write_failure(err, stem.with_suffix(".bin"))) from None
         return meta
 
 
@@ -201,6 +211,8 @@ def parse_unit(path: Path, unit: Unit, work_dir: Path, settings: ParseSettings) 
             return {"parts": list(iter_unit_parts(path, unit, work_dir, settings))}
         except UnitError as err:
             return {"error": str(err)}
+        except PartWriteError as err:
+            return {"error": str(err), "output": True}
 
 
 def iter_unit_parts(

@@ -15,7 +15,6 @@ the number of interruptions, or on the machine. Only the manifest's ``created`` 
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -43,7 +42,14 @@ from .decide import (
     run_partition,
 )
 from .dedup import KEEP, Merger, open_report, publish_report
-from .errors import AccountingError, InputError, OutputError
+from .errors import (
+    AccountingError,
+    EmptyDatasetError,
+    InputError,
+    OutputError,
+    empty_message,
+    write_failure,
+)
 from .executor import make_executor
 from .inputs import InputFile, Unit, plan_units, resolve_inputs
 from .memory import bucket_error, partition_keys
@@ -116,6 +122,8 @@ class _Run:
         for result in self.executor.map(_parse_task, tasks):
             if "error" in result:
                 message = result["error"]
+                if result.get("output"):
+                    raise OutputError(message)
                 raise InputError(message + self._truncation_hint(message))
             for meta in result["parts"]:
                 if "truncated" in meta:
@@ -329,11 +337,13 @@ class _Run:
             else:
                 self.write_shards(tasks)
         except OSError as err:
-            raise OutputError(_write_failure(err, self.output)) from None
+            raise OutputError(write_failure(err, self.output)) from None
         finally:
             self.executor.close()
         identity = None if self.stage is None else self.stage.identity_report()
         counts = self.check_accounting(self.merger.kept)
+        if counts["written"] == 0:  # empty is an error, not a dataset: publish nothing
+            raise EmptyDatasetError(empty_message(inputs, counts, quarantine_path))
         stats = self.build_stats(counts, identity)
         write_json_atomic(self.output / "stats.json", stats)
         manifest = self.manifest(fingerprint, inputs, counts)
@@ -453,16 +463,6 @@ def _ids_of(
         for row, record_id in zip(rows.tolist(), ids, strict=True):
             out[row] = record_id
     return out
-
-
-def _write_failure(err: OSError, output: Path) -> str:
-    where = err.filename or output
-    if err.errno == errno.ENOSPC:
-        return (
-            f"{where}: no space left on device; nothing half-written is kept: free space "
-            "and run the same command again to resume"
-        )
-    return f"{where}: cannot write ({err.strerror or err}); run the same command again to resume"
 
 
 def run_preprocess(

@@ -24,9 +24,11 @@ from wensu.data.shards import sha256_file, shard_name, write_shard
 
 from .config import SPLIT_NAMES
 from .dedup import KEEP
+from .errors import write_failure
 from .parts import PartReader
 from .split import cut_long
 from .stats import SequenceStats
+from .workdir import crash_once_for_tests
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,9 @@ def _slice_records(task: ShardTask, piece: ShardSlice, split_index: int):
 
 
 def write_shard_task(task: ShardTask) -> dict:
-    """Gather the shard's pieces from its parts and write it; its entry and statistics."""
+    """Gather the shard's pieces from its parts and write it; its entry and statistics
+    (``{"error": message}`` when the shard cannot be written, e.g. a full disk)."""
+    crash_once_for_tests()
     split_index = SPLIT_NAMES.index(task.split)
     ids: list[str] = []
     sequences: list[bytes] = []
@@ -167,8 +171,11 @@ def write_shard_task(task: ShardTask) -> dict:
         sequences += slice_sequences
         taxa += slice_taxa
     attrs = {"split": task.split, "source": task.source}
-    entry = write_shard(Path(task.dataset_dir) / task.relative, ids, sequences, taxa=taxa,
-                        attrs=attrs)  # fmt: skip
+    target = Path(task.dataset_dir) / task.relative
+    try:
+        entry = write_shard(target, ids, sequences, taxa=taxa, attrs=attrs)
+    except OSError as err:  # write_shard removed its temporary file
+        return {"error": write_failure(err, target)}
     stats = SequenceStats()
     stats.add_many(sequences)
     return {"entry": entry, "stats": stats_to_json(stats)}

@@ -27,6 +27,7 @@ STATE_NAME = "state.json"
 REPORT_NAMES = ("quarantine.tsv", "duplicates.tsv", "stats.json", MANIFEST_NAME)
 PAUSE_ENV = "WENSU_PREPROCESS_TEST_PAUSE"
 PAUSE_FILE_ENV = "WENSU_PREPROCESS_TEST_PAUSE_FILE"
+CRASH_FILE_ENV = "WENSU_PREPROCESS_TEST_CRASH_FILE"
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -146,3 +147,13 @@ class PauseHook:
             if marker:
                 Path(marker).write_text(f"paused after {kind} {self.seen}\n")
             time.sleep(600)
+
+
+def crash_once_for_tests() -> None:
+    """Test-only: if ``$WENSU_PREPROCESS_TEST_CRASH_FILE`` names an existing file, remove it and
+    end this process at once (a worker dying mid-task, as a killed node would). Unset, or once
+    the file is gone, it does nothing."""
+    marker = os.environ.get(CRASH_FILE_ENV)
+    if marker and Path(marker).exists():
+        Path(marker).unlink(missing_ok=True)
+        os._exit(1)
