@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from wensu.alphabet import Alphabet
+from wensu.checkpoint import load
 from wensu.model import Encoder, count_parameters
+from wensu.probes.common.baselines import random_init_like
 from wensu.probes.common.context import (
     MODEL,
     RANDOM_INIT,
@@ -34,17 +36,21 @@ from wensu.probes.common.context import (
     versions,
     write_json,
 )
+from wensu.probes.common.inputs import UserSet, resolve_entries
 from wensu.probes.variants.data import (
     INDEX_NAME,
     Mutant,
+    VariantDataError,
     VariantSet,
     load_variant_sets,
+    read_index,
     read_variant_set,
     variants_dir,
 )
 from wensu.probes.variants.metrics import METRICS, protein_means, set_metrics
 from wensu.probes.variants.plots import heatmap_png, scatter_png, spearman_bars_png
 from wensu.probes.variants.probe import DEFAULT_CONTEXT, METHODS, score_landscape, score_variants
+from wensu.probes.variants.proteingym import DMS_SUFFIXES
 
 PROBE = "variants"
 BLOSUM = "BLOSUM62"
@@ -95,6 +101,16 @@ def _check(settings: Mapping[str, Any]) -> None:
         raise ValueError(f"window must be a positive number of residues, got {settings['window']}")
 
 
+def _scorer_options(settings: Mapping[str, Any], device, show_progress: bool) -> dict[str, Any]:
+    return dict(
+        window=DEFAULT_CONTEXT if settings["window"] is None else int(settings["window"]),
+        long_context=_long_context(settings["long_context"]),
+        batch_tokens=int(settings["batch_tokens"]),
+        device=device,
+        show_progress=show_progress,
+    )
+
+
 def evaluate_variants(
     encoders: Mapping[str, Encoder],
     alphabet: Alphabet,
@@ -111,14 +127,8 @@ def evaluate_variants(
     _check(settings)
     folder = variants_dir(data_dir)
     variant_sets = load_variant_sets(folder, settings["sets"], settings["max_variants"])
-    window = DEFAULT_CONTEXT if settings["window"] is None else int(settings["window"])
-    scorer_options = dict(
-        window=window,
-        long_context=_long_context(settings["long_context"]),
-        batch_tokens=int(settings["batch_tokens"]),
-        device=device,
-        show_progress=show_progress,
-    )
+    scorer_options = _scorer_options(settings, device, show_progress)
+    window = scorer_options["window"]
     columns = [*encoders, BLOSUM]
     per_set: dict[str, dict[str, Any]] = {}
     predictions: dict[str, dict[str, np.ndarray]] = {}
@@ -269,6 +279,34 @@ def _notes(
     return notes
 
 
+def _split_sets(
+    entries: Sequence[str] | None, data_dir: Path
+) -> tuple[list[str] | None, list[UserSet]]:
+    """Built-in set names (None: all of sets.csv) and user ProteinGym-format sets."""
+    if entries is None:
+        return None, []
+    try:
+        known = {info.name for info in read_index(data_dir)}
+    except VariantDataError:
+        known = set()  # no built-in sets here: every entry must be a path
+    resolved = resolve_entries(entries, known, DMS_SUFFIXES, where="probe.variants.sets")
+    return [i for i in resolved if isinstance(i, str)], [
+        i for i in resolved if not isinstance(i, str)
+    ]
+
+
+def _merged(results: list[ProbeResult]) -> ProbeResult:
+    """One result from the built-in and the user-assay parts."""
+    merged, *rest = results
+    for other in rest:
+        merged.rows += other.rows
+        merged.details.update(other.details)
+        merged.inputs += other.inputs
+        merged.figures += other.figures
+        merged.notes += other.notes
+    return merged
+
+
 def run_variants(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
     """``wensu-eval`` runner: the checkpoint and its random-init twin (plus ``esm2``, if set)."""
     settings = {**default_settings("fast" if ctx.fast else "full"), **cfg}
@@ -276,20 +314,43 @@ def run_variants(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
         settings["window"] = ctx.encoders[0].settings.max_length
     encoders = {features.name: features.encoder for features in ctx.encoders}
     if settings.get("esm2"):
-        from wensu.checkpoint import load
-
         path = Path(settings["esm2"])
         encoders[f"ESM-2 ({path.name})"] = load(path)[0]
-    result = evaluate_variants(
-        encoders,
-        ctx.encoders[0].alphabet,
-        ctx.data_dir,
-        settings,
-        figure_dir=ctx.output_dir / PROBE,
-        figure_prefix=f"{PROBE}/",
-        device=str(ctx.encoders[0].device),
-        show_progress=ctx.show_progress,
-    )
+    builtin, user_sets = _split_sets(settings["sets"], ctx.data_dir)
+    device, figure_dir = str(ctx.encoders[0].device), ctx.output_dir / PROBE
+    results = []
+    if builtin is None or builtin:
+        results.append(
+            evaluate_variants(
+                encoders,
+                ctx.encoders[0].alphabet,
+                ctx.data_dir,
+                settings if not user_sets else {**settings, "sets": builtin},
+                figure_dir=figure_dir,
+                figure_prefix=f"{PROBE}/",
+                device=device,
+                show_progress=ctx.show_progress,
+            )
+        )
+    if user_sets:
+        from wensu.probes.variants.user_sets import checkpoint_column, evaluate_user_assays
+
+        _check(settings)
+        results.append(
+            evaluate_user_assays(
+                encoders,
+                ctx.encoders[0].alphabet,
+                user_sets,
+                settings,
+                model_column=settings.get("model_name")
+                or checkpoint_column(ctx.checkpoint.get("path", MODEL)),
+                blosum=blosum62_scores,
+                scorer_options=_scorer_options(settings, device, ctx.show_progress),
+                output_dir=figure_dir,
+                figure_prefix=f"{PROBE}/",
+            )
+        )
+    result = _merged(results)
     if settings.get("esm2"):
         result.inputs.append(Path(settings["esm2"]))
     return result
@@ -336,8 +397,6 @@ def run_variants_probe(
     ``conf/probe/variants.yaml`` (method, max_variants, window, long_context, batch_tokens,
     heatmap_set). Returns the metrics (as written) plus ``table_markdown``.
     """
-    from wensu.probes.common.baselines import random_init_like
-
     start = time.perf_counter()
     chosen = {**default_settings(subset), **dict(settings or {})}
     if sets is not None:
