@@ -55,8 +55,8 @@ GPU_BUDGET = {
     "throughput": 80,
     "attention": 35,
     "longest_context": 45,
-    "pretrain": 195,
-    "probes": 45,
+    "pretrain": 185,
+    "probes": 55,
     "ddp": 20,
     "fsdp": 35,
 }
@@ -81,14 +81,14 @@ def stage_specs(args: argparse.Namespace, device: str) -> dict[str, dict[str, An
     specs = {
         "throughput": {
             "models": ["esm2_8m", "esm2_35m", "esm2_150m"],
-            "compile_models": ["esm2_8m"] if dry else ["esm2_8m", "esm2_35m"],
+            "compile_models": ["esm2_8m"],
             "length": 64 if dry else 1024,
             "token_budget": 256 if dry else 65536,
             "batches": 4 if dry else 8,
             "warmup": 1 if dry else 2,
             "steps": 2 if dry else 8,
             "max_seconds_per_variant": 2.0 if dry else 4.0,
-            "compile_reserve_s": 5 if dry else 25,
+            "compile_reserve_s": 5 if dry else 40,
             "compile_backend": "aot_eager" if dry else "inductor",
         },
         "attention": {
@@ -154,6 +154,23 @@ def _nvidia_smi() -> dict[str, str]:
     return dict(zip(["name", "driver_version", "memory_total"], values, strict=False))
 
 
+def _git(*args: str) -> str | None:
+    """git's output in the repository, or None where there is no git or no .git (device copy)."""
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def carry_manifest(carry: Path) -> dict[str, Any] | None:
+    """prepare_carry's carry.json (it records the commit the carry was built at)."""
+    try:
+        return json.loads((carry / "carry.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def environment(device: str) -> dict[str, Any]:
     """GPU name, driver, CUDA and library versions (without creating a CUDA context here)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -167,13 +184,7 @@ def environment(device: str) -> dict[str, Any]:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = None
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    commit, dirty = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
     return {
         "device": device,
         "gpu": _nvidia_smi() if device == "cuda" else None,
@@ -184,8 +195,8 @@ def environment(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "versions": found,
-        "git_commit": commit.stdout.strip() or None,
-        "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
+        "git_commit": commit,
+        "git_dirty": None if dirty is None else bool(dirty),
     }
 
 
@@ -333,6 +344,7 @@ def drive(args: argparse.Namespace) -> int:
         "isolation": args.isolation,
         "time_budget_s": args.budget,
         "environment": environment(device),
+        "carry": carry_manifest(Path(args.carry)),
         "stages": {},
     }
     if args.dry_run:

@@ -108,6 +108,11 @@ def fetch_wheels(carry: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.whl"))
 
 
+def git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def tree_bytes() -> int:
     """Bytes of the files that travel besides the carry: tracked and untracked-not-ignored."""
     listed = subprocess.run(
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "probe_files": probe_files,
         "wheels": wheels,
         "carry_bytes": size,
+        "built_at_commit": git("rev-parse", "HEAD"),
+        "tree_dirty_at_build": bool(git("status", "--porcelain", "--untracked-files=no")),
         "tree_bytes_besides_carry": tree_bytes(),
     }
     (carry / "carry.json").write_text(json.dumps(manifest, indent=1) + "\n")

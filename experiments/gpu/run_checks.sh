@@ -14,10 +14,13 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 CARRY="$REPO/gpu_carry"
 args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  [[ "${args[$i]}" == "--carry" ]] && CARRY="${args[$((i + 1))]}"
-done
 export OUT="${OUT:-${TMPDIR:-/tmp}/wensu_gpu_checks}"
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --carry) CARRY="${args[$((i + 1))]}" ;;
+    --out) OUT="${args[$((i + 1))]}" ;;
+  esac
+done
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export WENSU_GPU_CHECKS_COMMAND="experiments/gpu/run_checks.sh $*"

@@ -155,9 +155,14 @@ def ratio_table(results: dict) -> dict:
     return out
 
 
-def plot(results: dict, path) -> str:
+def plot(results: dict, setup: dict, path) -> str:
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    title = (
+        f"attention alone, window {setup['window']} + {setup['num_global']} global, "
+        f"{setup['heads']} heads x {setup['head_dim']}, {setup['dtype']}"
+    )
+    figure.suptitle(title, fontsize=9)
     for name in BACKENDS:
         points = [(int(L), r[name]) for L, r in results.items()
                   if r.get(name, {}).get("status") == "ok"]  # fmt: skip
@@ -212,4 +217,6 @@ def run(spec: dict, record: StageRecord) -> None:
                     free_memory(device)
             record["ratios"] = ratio_table(record["results"])
             record.flush()
-    record["figure"] = plot(record["results"], spec["figure_dir"] / "attention.png")
+    record["figure"] = plot(
+        record["results"], record["setup"], spec["figure_dir"] / "attention.png"
+    )

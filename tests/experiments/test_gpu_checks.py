@@ -54,6 +54,7 @@ def dry_run(tmp_path_factory) -> tuple[dict, Path]:
     return json.loads((out / "gpu_checks.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_dry_run_records_every_stage_with_numbers(dry_run):
     payload, out = dry_run
     assert payload["dry_run"] is True
