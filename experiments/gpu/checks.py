@@ -57,8 +57,8 @@ GPU_BUDGET = {
     "longest_context": 45,
     "pretrain": 185,
     "probes": 55,
-    "ddp": 20,
-    "fsdp": 35,
+    "ddp": 15,
+    "fsdp": 40,
 }
 PRETRAIN_MAX_S = 280
 PRETRAIN_OVERHEAD_S = 40
