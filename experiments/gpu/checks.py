@@ -329,6 +329,13 @@ def drive(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cpu" if args.dry_run else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" and not args.dry_run and args.device == "auto":
+        message = (
+            "error: no CUDA GPU visible to torch: the full-size checks need one "
+            "(use --dry-run for the CPU check, or --device cpu to insist)"
+        )
+        print(message, file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     scratch = Path(args.scratch).resolve()
     out.mkdir(parents=True, exist_ok=True)

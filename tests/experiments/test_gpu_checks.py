@@ -151,3 +151,17 @@ def test_prepare_carry_names_missing_shared_data(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "uniprot_proteomes: not found" in done.stderr
+
+
+def test_full_run_refuses_a_machine_without_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert checks.main(["--out", str(tmp_path), "--scratch", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_stage_budgets_fit_the_time_guard():
+    assert sum(checks.GPU_BUDGET.values()) <= 455
+    assert checks.PRETRAIN_MAX_S >= checks.GPU_BUDGET["pretrain"]
