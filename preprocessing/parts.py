@@ -144,10 +144,23 @@ class PartReader:
     def ids_at(self, indices: np.ndarray) -> list[str]:
         """Ids of the records at ``indices``."""
         # Ids are joined with "\n"; offsets[i] is where id i starts (offsets[n] = len + 1).
-        blob, offsets = self.column("id_blob"), self.column("id_offsets")
         indices = np.asarray(indices, dtype=np.int64)
-        starts, ends = offsets[indices].tolist(), (offsets[indices + 1] - 1).tolist()
-        return [blob[s:e].tobytes().decode() for s, e in zip(starts, ends, strict=True)]
+        if not indices.size:
+            return []
+        span, starts, ends = self._span("id_blob", "id_offsets", indices)
+        text = span.decode()
+        if text.isascii():  # byte offsets are character offsets: slice the str directly
+            return [text[a : b - 1] for a, b in zip(starts, ends, strict=True)]
+        return [span[a : b - 1].decode() for a, b in zip(starts, ends, strict=True)]
+
+    def _span(self, blob_name: str, offsets_name: str, indices: np.ndarray):
+        """The bytes from the first to the last of ``indices``' entries of a blob column, and
+        each entry's start and end within them (one copy instead of one per entry)."""
+        blob, offsets = self.column(blob_name), self.column(offsets_name)
+        starts, ends = offsets[indices], offsets[indices + 1]
+        low = int(starts.min())
+        span = blob[low : int(ends.max())].tobytes()
+        return span, (starts - low).tolist(), (ends - low).tolist()
 
     def all_ids(self) -> list[str]:
         text = np.asarray(self.column("id_blob")).tobytes().decode()
@@ -156,9 +169,13 @@ class PartReader:
     def lengths(self) -> np.ndarray:
         return np.diff(np.asarray(self.column("seq_offsets")))
 
-    def sequences_at(self, indices: list[int]) -> list[bytes]:
-        residues, offsets = self.column("residues"), self.column("seq_offsets")
-        return [residues[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
+    def sequences_at(self, indices) -> list[bytes]:
+        """Residues of the records at ``indices``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not indices.size:
+            return []
+        span, starts, ends = self._span("residues", "seq_offsets", indices)
+        return [span[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 class ReaderCache:

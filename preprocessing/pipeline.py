@@ -55,6 +55,7 @@ from .inputs import InputFile, Unit, plan_units, resolve_inputs
 from .memory import bucket_error, partition_keys
 from .parse import ParseSettings, load_part, no_cyclic_gc, parse_unit
 from .parts import BUCKETS, PartReader, ReaderCache, part_dir, remove_partials
+from .remote import fetch_inputs, is_remote, remove_staging, staging_dir, upload_output
 from .routing import Router
 from .shard_tasks import (
     ShardLog,
@@ -88,22 +89,38 @@ def _version() -> str:
 class _Run:
     def __init__(self, config: PreprocessConfig):
         self.config = config
-        self.output = Path(config.output).expanduser().resolve()
+        self.cache_dir = Path(config.download["cache_dir"]).expanduser()
+        self.remote_output = config.output if is_remote(config.output) else None
+        if self.remote_output:
+            self.output = staging_dir(self.remote_output, self.cache_dir)
+        else:
+            self.output = Path(config.output).expanduser().resolve()
         self.pause = PauseHook()
         self.clustering = bool(config.cluster["enabled"])
 
     # -- inputs -----------------------------------------------------------------------------
     def resolve(self) -> tuple[list[InputFile], list[dict]]:
-        specs = self.config.inputs or [str(default_fasta())]
+        specs, urls = [], {}
+        for spec in self.config.inputs or [str(default_fasta())]:
+            if not is_remote(spec):
+                specs.append(spec)
+                continue
+            for local, url in fetch_inputs(spec, self.cache_dir):
+                urls[str(Path(local).resolve())] = url
+                specs.append(local)
         download = self.config.download
         files = resolve_inputs(
             specs,
-            cache_dir=Path(download["cache_dir"]).expanduser(),
+            cache_dir=self.cache_dir,
             checksums=download["sha256"],
             retries=int(download["retries"]),
             timeout=float(download["timeout"]),
         )
-        return files, [f.describe(sha256_file(f.path)) for f in files]
+        inputs = [f.describe(sha256_file(f.path)) for f in files]
+        for entry in inputs:
+            if entry["path"] in urls:
+                entry["url"] = urls[entry["path"]]
+        return files, inputs
 
     # -- stage 1: parse ---------------------------------------------------------------------
     def parse(self, files: list[InputFile], units: list[Unit]) -> list[PartRef]:
@@ -325,17 +342,22 @@ class _Run:
             mininterval=0.5,
         )
         self.executor = make_executor(cfg.executor, cfg.num_workers, cfg.ray)
+        clock = _StageClock()
         try:
             with self.progress:
                 refs = self.parse(files, units)
+            clock.lap("parse")
             flags, partitions = self.decide(refs)
+            clock.lap("deduplicate")
             tasks = self.report(refs, flags, partitions)
             publish_report(quarantine, quarantine_path)
             publish_report(duplicates, duplicates_path)
+            clock.lap("report")
             if self.stage is not None:
                 self.route_clusters(refs)
             else:
                 self.write_shards(tasks)
+            clock.lap("shards")
         except OSError as err:
             raise OutputError(write_failure(err, self.output)) from None
         finally:
@@ -349,10 +371,23 @@ class _Run:
         manifest = self.manifest(fingerprint, inputs, counts)
         write_manifest(self.output, manifest)
         finish(self.output, cfg.keep_work)
+        self.upload(manifest)
         elapsed = time.perf_counter() - started
         summary = self.summary(manifest, elapsed, stats)
         summary["reused_shards"] = self.reused
+        summary["stage_seconds"] = clock.laps
+        summary["partitions"] = partitions
         return summary
+
+    def upload(self, manifest: dict) -> None:
+        """For an fsspec output: copy the finished dataset there (manifest last), drop the
+        local staging copy."""
+        if not self.remote_output:
+            return
+        shards = [s["path"] for split in manifest["splits"].values() for s in split["shards"]]
+        reports = ["quarantine.tsv", "duplicates.tsv", "stats.json", MANIFEST_NAME]
+        upload_output(self.output, self.remote_output, shards + reports)
+        remove_staging(self.output)
 
     def _saved_stats(self) -> dict | None:
         try:
@@ -428,7 +463,7 @@ class _Run:
     def summary(self, manifest: dict, seconds: float, stats: dict | None) -> dict:
         bytes_read = getattr(self, "bytes_read", 0)
         return {
-            "output": str(self.output),
+            "output": self.remote_output or str(self.output),
             "manifest": str(self.output / MANIFEST_NAME),
             "counts": manifest["counts"],
             "splits": manifest["splits"],
@@ -438,6 +473,19 @@ class _Run:
             "mb_per_s": bytes_read / 1e6 / seconds if seconds > 0 else 0.0,
             "records_per_s": manifest["counts"]["read"] / seconds if seconds > 0 else 0.0,
         }
+
+
+class _StageClock:
+    """Wall seconds of each stage (in the summary: where a larger cluster would help)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _split_summary(entries: list[dict]) -> dict:

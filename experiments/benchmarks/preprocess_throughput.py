@@ -61,7 +61,9 @@ def biopython_baseline(files: list[Path], output: Path) -> int:
     sequences: list[str] = []
     shard = records = 0
     for path in files:
-        with gzip.open(path, "rt") as handle:
+        with open(path, "rb") as probe:
+            packed = probe.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rt") if packed else open(path) as handle:
             for record in SeqIO.parse(handle, "fasta"):
                 ids.append(record.id)
                 sequences.append(str(record.seq).upper())
@@ -160,7 +162,6 @@ def main() -> None:
     cpu_ratios = {name: round(r["mb_per_cpu_second"] / base_cpu, 3) for name, r in results.items()}
     one = results["wensu_1_worker"]["mb_per_s"]
     one_cpu = results["wensu_1_worker"]["mb_per_cpu_second"]
-    best_ratio = max(v for k, v in ratios.items() if k.startswith("wensu"))
     report = {
         "benchmark": "preprocess_throughput",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -194,10 +195,21 @@ def main() -> None:
         "ratio_vs_biopython": ratios,
         "ratio_vs_biopython_per_cpu_second": cpu_ratios,
         "goals": {
-            "three_x_biopython": {
+            "two_workers_three_x_biopython_wall": {
                 "target": 3.0,
-                "best_wensu_ratio": best_ratio,
-                "met": best_ratio >= 3.0,
+                "ratio": ratios["wensu_2_workers"],
+                "met": ratios["wensu_2_workers"] >= 3.0,
+            },
+            "one_worker_1_5x_biopython_per_cpu_second": {
+                "target": 1.5,
+                "ratio": cpu_ratios["wensu_1_worker"],
+                "met": cpu_ratios["wensu_1_worker"] >= 1.5,
+            },
+            "two_workers_1_7x_one_worker_wall": {
+                "target": 1.7,
+                "ratio": round(results["wensu_2_workers"]["mb_per_s"] / one, 3),
+                "met": results["wensu_2_workers"]["mb_per_s"] / one >= 1.7,
+                "note": "wall-time scaling needs two idle cores; see load averages",
             },
             "fifty_mb_per_s_per_core": {
                 "target": 50.0,
