@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -230,3 +231,11 @@ def test_wensu_eval_bad_assay_is_one_line(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {path} line 2: wild-type residue mismatch at position 1")
+
+
+def test_gzipped_assay_with_its_fasta(tmp_path):
+    source = EXAMPLES / "fasta" / f"{SUMO1}.csv"
+    (tmp_path / f"{SUMO1}.csv.gz").write_bytes(gzip.compress(source.read_bytes()))
+    shutil.copy(EXAMPLES / "fasta" / f"{SUMO1}.fasta", tmp_path)
+    [assay] = load_assays(_user_sets(tmp_path), None)[0]
+    assert assay.name == SUMO1 and len(assay) == 300

@@ -1,6 +1,13 @@
-"""Errors raised by the evaluation probes for bad user-facing inputs."""
+"""Errors raised by the evaluation probes for bad user-facing inputs, and the log of inputs
+skipped for them."""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 
 class ProbeDataError(ValueError):
@@ -24,3 +31,20 @@ class StructureError(ValueError):
 
 class EvalConfigError(ValueError):
     """A wensu-eval option is invalid (the message names it)."""
+
+
+@dataclass
+class SkipLog:
+    """Files read for a set and the structures skipped, counted by reason (StructureError)."""
+
+    skipped: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def attempt(self, make: Callable[[], Any], into: list) -> None:
+        """Append ``make()`` to ``into``, or count and keep its StructureError."""
+        try:
+            into.append(make())
+        except StructureError as err:
+            self.skipped[err.reason] += 1
+            self.errors.append(str(err))

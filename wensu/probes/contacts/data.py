@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from wensu.probes.common.errors import ProbeDataError, StructureError
+from wensu.probes.common.errors import ProbeDataError, SkipLog
 from wensu.probes.common.structures import ChainStructure, backbone_to_structure, parse_structure
 
 CONTACT_SET_PATHS = {
@@ -34,23 +33,16 @@ CONTACT_SET_PATHS = {
 }
 
 
-@dataclass
-class ContactSet:
+@dataclass(kw_only=True)
+class ContactSet(SkipLog):
     """Parsed structures of one set plus what was skipped and why."""
 
     name: str
     structures: list[ChainStructure] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
 
     def add(self, make) -> None:
         """Append ``make()``'s structure, or record its StructureError."""
-        try:
-            self.structures.append(make())
-        except StructureError as err:
-            self.skipped[err.reason] += 1
-            self.errors.append(str(err))
+        self.attempt(make, self.structures)
 
 
 def _pdb_entry_jobs(folder: Path, drop_similar: bool) -> Iterator[tuple[Path, str, str]]:

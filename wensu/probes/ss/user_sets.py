@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wensu.probes.common.errors import ProbeDataError, StructureError
+from wensu.probes.common.errors import ProbeDataError, SkipLog
 from wensu.probes.common.inputs import InputFile, UserSet, has_suffix
 from wensu.probes.common.structures import STRUCTURE_SUFFIXES
 from wensu.probes.ss.data import (
@@ -47,15 +47,12 @@ UNSCORED = "-"
 _EIGHT_STATE_ONLY = set("GIBTSP")
 
 
-@dataclass
-class UserSSSet:
+@dataclass(kw_only=True)
+class UserSSSet(SkipLog):
     """Records of one user set plus the structures skipped, by reason."""
 
     name: str
     records: list[SSRecord] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
 
 
 def labelled_record(
@@ -152,20 +149,15 @@ def read_three_line_fasta(path: Path) -> list[SSRecord]:
     ]
 
 
-def _structure_records(file: InputFile, target: UserSSSet) -> None:
-    try:
-        if has_suffix(file.path, (".dssp",)):
-            target.records.append(dssp_file_record(file.path, file.selector))
-        else:
-            target.records.append(structure_ss_record(file.path, file.selector))
-    except StructureError as err:
-        target.skipped[err.reason] += 1
-        target.errors.append(str(err))
+def _structure_record(file: InputFile) -> SSRecord:
+    if has_suffix(file.path, (".dssp",)):
+        return dssp_file_record(file.path, file.selector)
+    return structure_ss_record(file.path, file.selector)
 
 
 def load_user_ss_set(user_set: UserSet) -> UserSSSet:
     """Read every file of a user set (see the module docstring for formats and errors)."""
-    result = UserSSSet(user_set.name)
+    result = UserSSSet(name=user_set.name)
     for file in user_set.files:
         result.files.append(file.path)
         if has_suffix(file.path, (".csv",)):
@@ -173,7 +165,7 @@ def load_user_ss_set(user_set: UserSet) -> UserSSSet:
         elif has_suffix(file.path, (".fasta", ".fa")):
             result.records += read_three_line_fasta(file.path)
         else:
-            _structure_records(file, result)
+            result.attempt(lambda file=file: _structure_record(file), result.records)
     ids = Counter(r.id for r in result.records)
     repeated = sorted(i for i, n in ids.items() if n > 1)
     if repeated:

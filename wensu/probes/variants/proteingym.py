@@ -17,6 +17,7 @@ non-numeric score, a ``mutated_sequence`` that disagrees with the mutant, an emp
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -82,22 +83,29 @@ class DmsAssay:
         )
 
 
+def _open(path: Path):
+    """Text handle of a CSV/FASTA, gzip-compressed when the name ends in .gz."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
+
+
 def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with _open(path) as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             return [f.strip() for f in reader.fieldnames or []], rows
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as err:
         raise VariantDataError(f"{path}: unreadable CSV ({err})") from None
 
 
 def is_reference_file(path: Path) -> bool:
     """Whether a CSV is a ProteinGym reference file (has DMS_id and target_seq columns)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with _open(path) as handle:
             header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
         return False
     return set(REFERENCE_COLUMNS) <= {h.strip() for h in header}
 
@@ -123,9 +131,10 @@ def read_reference(path: Path) -> dict[str, dict[str, str]]:
 
 def _fasta_wild_type(csv_path: Path) -> tuple[str, str] | None:
     for suffix in FASTA_SUFFIXES:
-        candidate = csv_path.with_suffix(suffix)
+        candidate = csv_path.parent / f"{file_stem(csv_path)}{suffix}"
         if candidate.is_file():
-            lines = candidate.read_text(encoding="utf-8").splitlines()
+            with _open(candidate) as handle:
+                lines = handle.read().splitlines()
             if not lines or not lines[0].startswith(">"):
                 raise VariantDataError(f"{candidate}: not a FASTA file (no '>' header)")
             headers = [i for i, line in enumerate(lines) if line.startswith(">")]
@@ -162,9 +171,9 @@ def read_assay(path: Path, reference: dict[str, dict[str, str]]) -> DmsAssay:
             f"{path}: no wild-type sequence: give a ProteinGym reference file with DMS_id "
             f"{name!r} (probe.variants.reference=...) or put {name}.fasta next to the CSV"
         )
-    if path.stat().st_size == 0:
-        raise VariantDataError(f"{path}: empty file")
     header, rows = _rows(path)
+    if not header:
+        raise VariantDataError(f"{path}: empty file")
     missing = [c for c in ("mutated_sequence", "DMS_score") if c not in header]
     if missing:
         raise VariantDataError(f"{path}: missing column(s) {missing}; found {header}")
