@@ -98,7 +98,8 @@ def test_weights_load_into_a_model_with_other_attention(tmp_path):
 
 
 def test_cell_checkpoint_is_refused_with_a_pointer(tmp_path):
-    from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig, save_cell_checkpoint
+    from wensu.checkpoint import save_cell_checkpoint
+    from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig
 
     cfg = CellEncoderConfig(
         vocab_size=12, num_bins=6, num_layers=1, d_model=16, num_heads=2, ffn_dim=32

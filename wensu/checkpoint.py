@@ -19,7 +19,15 @@ from typing import Any
 import torch
 
 from wensu.alphabet import Alphabet, get_alphabet
+from wensu.interop import load_esm2
 from wensu.model import Encoder, EncoderConfig
+from wensu.model.cell_encoder import (
+    CELL_KIND,
+    NUM_SPECIAL,
+    CellCheckpointError,
+    CellEncoder,
+    CellEncoderConfig,
+)
 
 MODEL_PREFIX = "model."
 EXPORT_CONFIG_NAME = "wensu_config.json"
@@ -63,7 +71,10 @@ def is_cell_checkpoint(checkpoint: Any) -> bool:
     return isinstance(hparams, Mapping) and hparams.get("kind") == "cells"
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """The object stored at ``path``, read the one way wensu reads checkpoints: tensors only
+    (``weights_only=True``: no code from the file runs) and memory-mapped (``mmap=True``: a
+    large file is not copied into memory to look at its hyper-parameters)."""
     return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
 
 
@@ -85,19 +96,17 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Encoder, A
         raise CheckpointError(f"{path}: no such checkpoint file or directory")
     if path.is_file() and path.suffix not in (".safetensors", ".json"):
         try:
-            checkpoint = _torch_load(path, map_location)
+            checkpoint = read_checkpoint(path, map_location)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
             checkpoint = None  # e.g. a fair-esm file (argparse.Namespace): load_esm2 handles it
         if is_cell_checkpoint(checkpoint):
             raise CheckpointError(
                 f"{path}: a single-cell expression model, not a protein encoder; load it with "
-                "wensu.model.cell_encoder.load_cell_checkpoint (wensu-eval probe=cell_type)"
+                "wensu.checkpoint.load_cell_checkpoint (wensu-eval probe=cell_type)"
             )
         if is_wensu_checkpoint(checkpoint):
             encoder = encoder_from_checkpoint(checkpoint, str(path))
             return _place(encoder, map_location), get_alphabet()
-    from wensu.interop import load_esm2
-
     return _place(load_esm2(path), map_location).eval(), get_alphabet()
 
 
@@ -149,7 +158,7 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = _torch_load(path, "cpu")
+        checkpoint = read_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
@@ -258,3 +267,106 @@ def load_export(directory: Path, map_location: Any = "cpu") -> Encoder:
     encoder = encoder.to(map_location or "cpu")
     _load_state(encoder, state, str(weights))
     return encoder.eval()
+
+
+# Cell-model checkpoints: the encoder is wensu.model.cell_encoder.CellEncoder; its gene
+# vocabulary travels in hyper_parameters["vocab"] (ids from wensu.cell_vocab.NUM_SPECIAL on).
+
+
+def checkpoint_kind(checkpoint: Any) -> str | None:
+    """``hyper_parameters["kind"]`` of a loaded checkpoint (``cells`` ...), None for protein
+    checkpoints and anything else."""
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    kind = hparams.get("kind") if isinstance(hparams, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def is_cell_checkpoint_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable file holding a cell-model checkpoint (False otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        checkpoint = read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not a cell checkpoint
+        return False
+    return is_cell_checkpoint(checkpoint)
+
+
+def read_cell_checkpoint(path: Path) -> dict:
+    """The loaded checkpoint at ``path`` when it is a pretrained cell encoder; otherwise a
+    :class:`CellCheckpointError` naming the file and what it holds instead."""
+    if not path.is_file():
+        raise CellCheckpointError(f"{path}: no such cell checkpoint file")
+    try:
+        checkpoint = read_checkpoint(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if checkpoint_kind(checkpoint) != CELL_KIND:
+        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+        if isinstance(hparams, Mapping) and isinstance(hparams.get("model"), Mapping):
+            raise CellCheckpointError(
+                f"{path}: a protein model checkpoint, not a cell model (load it with wensu.load; "
+                "cell models are trained with wensu-train experiment=cells_pbmc)"
+            )
+        raise CellCheckpointError(f"{path}: not a wensu cell-model checkpoint")
+    return checkpoint
+
+
+def load_cell_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[CellEncoder, list[str], dict[str, Any]]:
+    """``(encoder in eval mode, gene vocabulary, info)`` from a cell training checkpoint.
+
+    ``vocab`` lists the genes in token-id order starting at id 5 (after the 5 special tokens);
+    ``info`` holds the other plain hyper-parameters (``bin_frequencies``, ``masking``,
+    ``dataset``, ...) and ``global_step``. Raises :class:`CellCheckpointError` (a ValueError)
+    naming the file for a missing/corrupt file, a protein checkpoint or weights that do not fit.
+    """
+    path = Path(path)
+    checkpoint = read_cell_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    try:
+        cfg = CellEncoderConfig.from_dict(hparams["model"], source=str(path))
+    except (KeyError, TypeError) as error:
+        raise CellCheckpointError(f"{path}: cell model config unreadable ({error})") from None
+    vocab = [str(g) for g in hparams.get("vocab", [])]
+    if len(vocab) + NUM_SPECIAL != cfg.vocab_size:
+        raise CellCheckpointError(
+            f"{path}: stores {len(vocab)} genes but the model has vocab_size {cfg.vocab_size} "
+            f"(= genes + {NUM_SPECIAL} special tokens)"
+        )
+    state = {
+        name[len(MODEL_PREFIX) :]: tensor
+        for name, tensor in checkpoint.get("state_dict", {}).items()
+        if name.startswith(MODEL_PREFIX)
+    }
+    encoder = CellEncoder(cfg)
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CellCheckpointError(f"{path}: cell encoder weights do not fit ({first})") from None
+    info = {k: v for k, v in hparams.items() if k not in ("model", "vocab")}
+    info["global_step"] = int(checkpoint.get("global_step", 0))
+    return encoder.eval(), vocab, info
+
+
+def save_cell_checkpoint(
+    encoder: CellEncoder,
+    vocab: list[str],
+    path: str | os.PathLike,
+    hyper_parameters: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a minimal Lightning-compatible cell checkpoint (atomically) that
+    :func:`load_cell_checkpoint` reads; ``hyper_parameters`` adds plain-typed entries."""
+    path = Path(path)
+    hparams = {
+        "kind": CELL_KIND,
+        "model": encoder.cfg.to_dict(),
+        "vocab": [str(g) for g in vocab],
+        **dict(hyper_parameters or {}),
+    }
+    save_atomic(lightning_checkpoint(encoder, hparams), path)
+    return path

@@ -33,6 +33,7 @@ from wensu.checkpoint import (
     EXPORT_WEIGHTS_NAME,
     load,
 )
+from wensu.interop import save_hf
 from wensu.model import Encoder
 
 FORMATS = ("safetensors", "hf")
@@ -76,8 +77,6 @@ def export_safetensors(encoder: Encoder, directory: str | os.PathLike) -> Path:
 
 def export_hf(encoder: Encoder, directory: str | os.PathLike) -> Path:
     """Write a Hugging Face ``EsmForMaskedLM`` directory: weights, config and tokenizer files."""
-    from wensu.interop import save_hf
-
     directory = Path(directory)
     save_hf(encoder, directory)
     alphabet = get_alphabet()

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from wensu.checkpoint import save_encoder_checkpoint
+from wensu.checkpoint import load_cell_checkpoint, save_cell_checkpoint, save_encoder_checkpoint
 from wensu.model import Encoder, EncoderConfig
 from wensu.model.cell_encoder import (
     PAD_IDX,
     CellCheckpointError,
     CellEncoder,
     CellEncoderConfig,
-    load_cell_checkpoint,
-    save_cell_checkpoint,
     select_genes,
 )
 from wensu.model.config import ConfigError

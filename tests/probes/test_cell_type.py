@@ -15,9 +15,9 @@ import torch
 from conftest import require_shared
 from scipy import sparse
 
-from wensu.checkpoint import save_encoder_checkpoint
+from wensu.checkpoint import save_cell_checkpoint, save_encoder_checkpoint
 from wensu.model import Encoder, EncoderConfig
-from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig, save_cell_checkpoint
+from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig
 from wensu.probes.cells.baselines import LabelledCells
 from wensu.probes.cells.probe import score_embeddings, tokenize
 

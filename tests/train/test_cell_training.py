@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import require_shared
 from train_helpers import kill_once_written, run_train, start_train
 
-from wensu.model.cell_encoder import load_cell_checkpoint
+from wensu.checkpoint import load_cell_checkpoint
 from wensu.train.cell_datamodule import CellDataModule
 from wensu.train.cell_module import CellMaskedModule, mask_bins
 

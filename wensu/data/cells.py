@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wensu.cell_vocab import GeneVocab
 from wensu.data.collate import collate_tokens
 from wensu.data.dataset import ShardLookup
 from wensu.data.shards import (
@@ -124,8 +125,6 @@ class CellShardDataset(ShardLookup, Dataset):
     def __init__(
         self, dataset_dir: str | os.PathLike, split: str = "train", verify: Verify = "open"
     ):
-        from wensu.preprocessing.cells.vocab import GeneVocab
-
         if verify not in ("open", "lazy", "none"):
             raise ValueError(f"verify must be 'open', 'lazy' or 'none', got {verify!r}")
         self.dataset_dir = Path(dataset_dir)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from wensu.alphabet import Alphabet, get_alphabet
+from wensu.checkpoint import load, read_checkpoint
 from wensu.data.shards import sha256_file
 from wensu.model import Encoder
 from wensu.model.config import EncoderConfig
@@ -66,7 +67,7 @@ def trained_context(path: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_checkpoint(path)
     except Exception:  # noqa: BLE001 - e.g. a legacy (non-zip) file; the default applies then
         return None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
@@ -106,8 +107,6 @@ def load_model(checkpoint_or_model: Any) -> LoadedModel:
 
 
 def _load_path(path: Path) -> tuple[Encoder, Alphabet]:
-    from wensu.checkpoint import load
-
     try:
         return load(path, map_location="cpu")
     except ValueError as err:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from wensu.model.config import AttentionConfig, EncoderConfig
+from wensu.model.encoder import Encoder
 from wensu.model.rotary import inverse_frequencies
 
 # (num_layers, d_model) -> attention heads of the published ESM-2 models (8M .. 15B).
@@ -182,8 +183,6 @@ def build_encoder(config: EncoderConfig, state: ConvertedState):
 
     Raises `EsmCheckpointError` naming missing tensors, unknown tensors and shape mismatches.
     """
-    from wensu.model.encoder import Encoder
-
     config = _with_checkpoint_rotary(config, state)
     encoder = Encoder(config)
     expected = {

@@ -14,25 +14,20 @@ for very long cells; the default is dense.
 
 from __future__ import annotations
 
-import os
-import pickle
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wensu.cell_vocab import NUM_SPECIAL, PAD_IDX
 from wensu.model.attention import AttentionPattern, build_backend
 from wensu.model.config import AttentionConfig, EncoderConfig, PlainDictConfig, _check_int
 from wensu.model.layers import TransformerLayer, gelu
 
 CELL_KIND = "cells"
 MODEL_PREFIX = "model."
-PAD_IDX = 1  # <pad> in wensu.preprocessing.cells.vocab (ids 0-4: <cls> <pad> <eos> <unk> <mask>)
-NUM_SPECIAL = 5
 
 
 class CellCheckpointError(ValueError):
@@ -255,88 +250,3 @@ def select_genes(
         order = np.lexsort((genes, -bins.astype(np.int64)))
         keep = np.sort(order[:max_genes])
     return genes[keep], bins[keep]
-
-
-def is_cell_checkpoint(checkpoint: Any) -> bool:
-    """Whether a loaded object is a wensu cell-model (Lightning) checkpoint."""
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
-    return isinstance(hparams, Mapping) and hparams.get("kind") == CELL_KIND
-
-
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise CellCheckpointError(f"{path}: no such cell checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
-    if not is_cell_checkpoint(checkpoint):
-        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
-        if isinstance(hparams, Mapping) and isinstance(hparams.get("model"), Mapping):
-            raise CellCheckpointError(
-                f"{path}: a protein model checkpoint, not a cell model (load it with wensu.load; "
-                "cell models are trained with wensu-train experiment=cells_pbmc)"
-            )
-        raise CellCheckpointError(f"{path}: not a wensu cell-model checkpoint")
-    return checkpoint
-
-
-def load_cell_checkpoint(
-    path: str | os.PathLike,
-) -> tuple[CellEncoder, list[str], dict[str, Any]]:
-    """``(encoder in eval mode, gene vocabulary, info)`` from a cell training checkpoint.
-
-    ``vocab`` lists the genes in token-id order starting at id 5 (after the 5 special tokens);
-    ``info`` holds the other plain hyper-parameters (``bin_frequencies``, ``masking``,
-    ``dataset``, ...) and ``global_step``. Raises :class:`CellCheckpointError` (a ValueError)
-    naming the file for a missing/corrupt file, a protein checkpoint or weights that do not fit.
-    """
-    path = Path(path)
-    checkpoint = _read(path)
-    hparams = checkpoint["hyper_parameters"]
-    try:
-        cfg = CellEncoderConfig.from_dict(hparams["model"], source=str(path))
-    except (KeyError, TypeError) as error:
-        raise CellCheckpointError(f"{path}: cell model config unreadable ({error})") from None
-    vocab = [str(g) for g in hparams.get("vocab", [])]
-    if len(vocab) + NUM_SPECIAL != cfg.vocab_size:
-        raise CellCheckpointError(
-            f"{path}: stores {len(vocab)} genes but the model has vocab_size {cfg.vocab_size} "
-            f"(= genes + {NUM_SPECIAL} special tokens)"
-        )
-    state = {
-        name[len(MODEL_PREFIX) :]: tensor
-        for name, tensor in checkpoint.get("state_dict", {}).items()
-        if name.startswith(MODEL_PREFIX)
-    }
-    encoder = CellEncoder(cfg)
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise CellCheckpointError(f"{path}: cell encoder weights do not fit ({first})") from None
-    info = {k: v for k, v in hparams.items() if k not in ("model", "vocab")}
-    info["global_step"] = int(checkpoint.get("global_step", 0))
-    return encoder.eval(), vocab, info
-
-
-def save_cell_checkpoint(
-    encoder: CellEncoder,
-    vocab: list[str],
-    path: str | os.PathLike,
-    hyper_parameters: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a minimal Lightning-compatible cell checkpoint (atomically) that
-    :func:`load_cell_checkpoint` reads; ``hyper_parameters`` adds plain-typed entries."""
-    from wensu.checkpoint import lightning_checkpoint, save_atomic
-
-    path = Path(path)
-    hparams = {
-        "kind": CELL_KIND,
-        "model": encoder.cfg.to_dict(),
-        "vocab": [str(g) for g in vocab],
-        **dict(hyper_parameters or {}),
-    }
-    save_atomic(lightning_checkpoint(encoder, hparams), path)
-    return path

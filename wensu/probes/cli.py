@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from wensu.probes.cells.context import CELL_PROBES, build_cell_context, is_cell_checkpoint_file
+from wensu.checkpoint import is_cell_checkpoint_file
+from wensu.probes.cells.context import CELL_PROBES, build_cell_context
 from wensu.probes.common.context import EvalContext, ProbeResult, versions, write_json
 from wensu.probes.common.errors import EvalConfigError
 from wensu.probes.common.protein_context import build_protein_context

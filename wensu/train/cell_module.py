@@ -33,6 +33,7 @@ from wensu.train.module import (
     save_progress,
     seeded_generator,
     stream_seed,
+    weight_decay_groups,
 )
 from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
 
@@ -55,7 +56,7 @@ class CellMaskedModule(LightningModule):
     """Masked-expression pretraining; hyper-parameters are plain python (weights_only-safe).
 
     ``vocab`` (gene symbols in token order) and ``bin_frequencies`` travel in the checkpoint so
-    :func:`wensu.model.cell_encoder.load_cell_checkpoint` can embed new cells with it.
+    :func:`wensu.checkpoint.load_cell_checkpoint` can embed new cells with it.
     """
 
     def __init__(
@@ -167,10 +168,7 @@ class CellMaskedModule(LightningModule):
         self.log("val/masked_genes", values["masked_tokens"].float(), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for _, param in self.model.named_parameters():
-            (no_decay if param.ndim < 2 else decay).append(param)
-        return adamw_with_schedule(self, decay, no_decay)
+        return adamw_with_schedule(self, *weight_decay_groups(self.model))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_progress(checkpoint, self.batches_trained, self.tokens_seen)

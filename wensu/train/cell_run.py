@@ -18,11 +18,8 @@ import numpy as np
 import torch
 from lightning.pytorch import seed_everything
 
-from wensu.model.cell_encoder import (
-    CellCheckpointError,
-    CellEncoderConfig,
-    is_cell_checkpoint,
-)
+from wensu.checkpoint import checkpoint_kind, read_checkpoint
+from wensu.model.cell_encoder import CELL_KIND, CellCheckpointError, CellEncoderConfig
 from wensu.model.encoder import count_parameters
 from wensu.train import preflight
 from wensu.train.callbacks import ThroughputMonitor
@@ -76,10 +73,10 @@ def _model_config(model: Mapping[str, Any], datamodule: CellDataModule) -> CellE
 
 def _check_resume(path: Path, model: CellEncoderConfig) -> None:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_checkpoint(path)
     except Exception as error:  # noqa: BLE001 - any unreadable file is one message
         raise CellCheckpointError(f"{path}: not a readable checkpoint ({error})") from None
-    if not is_cell_checkpoint(checkpoint):
+    if checkpoint_kind(checkpoint) != CELL_KIND:
         raise CellCheckpointError(f"{path}: not a cell-model checkpoint; cannot resume from it")
     saved = checkpoint["hyper_parameters"]["model"]
     wanted = model.to_dict()

@@ -191,13 +191,7 @@ class MaskedLMModule(LightningModule):
     # ---- optimisation -----------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            leaf = name.rsplit(".", 1)[-1]
-            (no_decay if param.ndim < 2 or leaf in _NO_DECAY_NAMES else decay).append(param)
-        return adamw_with_schedule(self, decay, no_decay)
+        return adamw_with_schedule(self, *weight_decay_groups(self.model))
 
     # ---- checkpoint state -------------------------------------------------------------------
 
@@ -207,6 +201,19 @@ class MaskedLMModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.batches_trained, self._tokens_host = load_progress(checkpoint)
         self._tokens_device = None
+
+
+def weight_decay_groups(model: torch.nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """``(decay, no_decay)`` trainable parameters, the one rule every wensu module uses: no
+    weight decay on vectors (biases, LayerNorm weights) nor on parameters named ``bias``,
+    ``b1`` or ``b2`` (the MoE experts' stacked 2-D biases); frozen parameters are left out."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        (no_decay if param.ndim < 2 or leaf in _NO_DECAY_NAMES else decay).append(param)
+    return decay, no_decay
 
 
 def save_progress(checkpoint: dict[str, Any], batches_trained: int, tokens_seen: int) -> None:

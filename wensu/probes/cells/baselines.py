@@ -26,6 +26,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from wensu.data.cell_binning import normalise_total
+
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 UNUSABLE_LABELS = ("", "nan", "Unknown")
 
@@ -106,8 +108,6 @@ def common_genes(*parts: LabelledCells) -> np.ndarray:
 
 def log1p_cp10k(counts: sparse.spmatrix, target_sum: float = 1e4) -> sparse.csr_matrix:
     """``log1p(count / cell total * target_sum)`` (natural log), totals over the given genes."""
-    from wensu.preprocessing.cells.binning import normalise_total
-
     out = normalise_total(sparse.csr_matrix(counts), target_sum)
     out.data = np.log1p(out.data)
     return out

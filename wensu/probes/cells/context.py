@@ -7,7 +7,6 @@ for; the encoders travel in :attr:`EvalContext.cells` (``EvalContext.encoders`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,10 @@ from typing import Any
 
 import torch
 
+from wensu.cell_vocab import NUM_SPECIAL
+from wensu.checkpoint import load_cell_checkpoint
 from wensu.data.shards import sha256_file
-from wensu.model.cell_encoder import (
-    NUM_SPECIAL,
-    CellCheckpointError,
-    CellEncoder,
-    is_cell_checkpoint,
-    load_cell_checkpoint,
-)
+from wensu.model.cell_encoder import CellCheckpointError, CellEncoder
 from wensu.model.encoder import count_parameters
 from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext
 from wensu.probes.common.errors import EvalConfigError
@@ -48,18 +43,6 @@ class CellModels:
 
     def __post_init__(self) -> None:
         self.vocab_ids = {g: i + NUM_SPECIAL for i, g in enumerate(self.vocab)}
-
-
-def is_cell_checkpoint_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a readable file holding a cell-model checkpoint (False otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - anything unreadable is simply not a cell checkpoint
-        return False
-    return is_cell_checkpoint(checkpoint)
 
 
 def resolve_cell_data_dir(value: str | None, fetch: bool = True) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wensu.data.cell_binning import expression_bins, normalise_total
 from wensu.data.collate import collate_tokens
 from wensu.model.cell_encoder import PAD_IDX, CellEncoder, select_genes
 from wensu.probes.cells.baselines import (
@@ -47,8 +48,6 @@ def tokenize(
 ) -> CellTokens:
     """Tokens of ``cells`` over ``genes`` (all measured by them); ``num_bins`` is the
     preprocessing bin count (the model's ``num_bins`` - 1)."""
-    from wensu.preprocessing.cells.binning import expression_bins, normalise_total
-
     normalised = normalise_total(cells.restrict(genes), target_sum)
     ids = np.array([vocab_ids.get(g, -1) for g in genes], dtype=np.int64)
     inside = ids >= 0

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from wensu.model import Encoder
+from wensu.model import Encoder
+from wensu.model.config import EncoderConfig
 
 STANDARD = "ACDEFGHIKLMNPQRSTVWY"
 _INDEX = np.full(256, len(STANDARD), dtype=np.int64)  # anything else -> "other"
@@ -55,9 +54,6 @@ def composition_features(sequences: Sequence[str], ks: Sequence[int] = (1, 3)) -
 
 def random_init_like(encoder: Encoder, seed: int = 0) -> Encoder:
     """A freshly initialised encoder with the same configuration (seeded, eval mode)."""
-    from wensu.model import Encoder
-    from wensu.model.config import EncoderConfig
-
     cfg = EncoderConfig.from_dict(encoder.cfg.to_dict())
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)

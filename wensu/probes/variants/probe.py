@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
+from wensu.embed.compute import chunked_twin
 from wensu.model import Encoder
 from wensu.model.moe import unlimited_expert_capacity
 from wensu.probes.variants.data import (
@@ -125,8 +126,6 @@ class ResidueLogProbs:
         if self._chunked is None:
             # Same weights and attention pattern; CPU flex compiles per length and dense
             # builds an L x L mask, chunked does neither.
-            from wensu.embed.compute import chunked_twin
-
             self._chunked = chunked_twin(self.model)
         return self._chunked
 
