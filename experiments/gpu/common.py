@@ -107,6 +107,16 @@ def device_of(spec: dict):
     return torch.device(spec["device"])
 
 
+def compile_lengths_dynamically(device) -> None:
+    """Stages whose sequence length changes at every measurement: let torch.compile (wensu's
+    flex kernels) build one dynamic-shape kernel at the first call instead of a static one and
+    then a dynamic one at the second length (each build costs seconds of the stage's budget)."""
+    if device.type == "cuda":
+        import torch._dynamo
+
+        torch._dynamo.config.assume_static_by_default = False
+
+
 def synchronize(device) -> None:
     import torch
 

@@ -21,6 +21,7 @@ from common import (
     Deadline,
     StageRecord,
     autocast,
+    compile_lengths_dynamically,
     device_of,
     error_text,
     free_memory,
@@ -185,6 +186,7 @@ def run(spec: dict, record: StageRecord) -> None:
 
     device = device_of(spec)
     deadline = Deadline(spec["time_budget_s"])
+    compile_lengths_dynamically(device)
     pattern = AttentionPattern(spec["window"], spec["num_global"])
     trains = {name: device.type == "cuda" or name != "flex" for name in BACKENDS}
     record.update(

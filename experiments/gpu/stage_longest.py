@@ -17,6 +17,7 @@ from common import (
     Deadline,
     StageRecord,
     autocast,
+    compile_lengths_dynamically,
     device_of,
     error_text,
     free_memory,
@@ -116,6 +117,7 @@ def plot(runs: dict, path) -> str:
 def run(spec: dict, record: StageRecord) -> None:
     device = device_of(spec)
     deadline = Deadline(spec["time_budget_s"])
+    compile_lengths_dynamically(device)
     record.update(
         setup={k: spec[k] for k in ("model", "backend", "window", "num_global", "start")}
         | {"step": "masked_lm_step + backward + fused AdamW, batch 1, bf16 autocast on CUDA"},
