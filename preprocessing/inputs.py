@@ -57,8 +57,21 @@ def is_fasta_name(path: Path) -> bool:
     return name.endswith(FASTA_SUFFIXES)
 
 
+def _not_regular(spec: str | Path) -> InputError:
+    """A pipe, FIFO or device is refused before it is opened (opening a FIFO blocks)."""
+    return InputError(
+        f"{spec}: not a regular file (a pipe, FIFO or device can be read only once; "
+        "wensu-preprocess reads each input twice, to plan chunks and to parse them): save it "
+        "to a file first, e.g. `cat > input.fasta`"
+    )
+
+
 def _directory_files(directory: Path) -> list[Path]:
-    found = sorted(p for p in directory.rglob("*") if p.is_file() and is_fasta_name(p))
+    named = [p for p in directory.rglob("*") if is_fasta_name(p) and not p.is_dir()]
+    special = [p for p in named if not p.is_file()]
+    if special:
+        raise _not_regular(special[0])
+    found = sorted(named)
     if not found:
         raise InputError(
             f"{directory}: directory holds no FASTA files (looked for {', '.join(FASTA_SUFFIXES)}"
@@ -104,6 +117,8 @@ def resolve_inputs(
             path = Path(spec).expanduser()
             if not path.exists():
                 raise InputError(f"{spec}: input not found")
+            if not path.is_dir() and not path.is_file():
+                raise _not_regular(spec)
             paths = _directory_files(path) if path.is_dir() else [path]
             candidates = [(p, None) for p in paths]
         for path, url in candidates:

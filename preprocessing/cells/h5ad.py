@@ -135,6 +135,11 @@ class H5adCells:
                 f"matrix {matrix_key!r} is {self._shape[0]} x {self._shape[1]} but obs has "
                 f"{len(obs)} cells and {var_key} has {len(var)} genes"
             )
+        if 0 in self._shape:  # empty is an error, not a dataset
+            self._fail(
+                f"matrix {matrix_key!r} is {self._shape[0]} x {self._shape[1]}: "
+                "no cells or no genes"
+            )
         self.n_cells = len(obs)
         self.cell_ids = np.array([str(x) for x in obs.index], dtype=object)
         if len(set(self.cell_ids)) != self.n_cells:
@@ -273,16 +278,27 @@ class H5adCells:
         return matrix
 
     def count_problems(self, matrix: sparse.csr_matrix, first_row: int) -> np.ndarray:
-        """Per cell of a chunk: "" or the quarantine reason (``non_integer_values``,
-        ``negative_values``), after the ``on_non_integer`` policy (``error`` raises)."""
+        """Per cell of a chunk: "" or the quarantine reason (``non_finite_values``,
+        ``non_integer_values``, ``negative_values``), after the ``on_non_integer`` policy
+        (``error`` raises; non-finite values are quarantined under ``warn`` as well)."""
         reasons = np.full(matrix.shape[0], "", dtype=object)
         data = matrix.data
-        bad_value = data != np.round(data)
-        negative = data < 0
-        if not (bad_value.any() or negative.any()):
+        finite = np.isfinite(data)
+        bad_value = finite & (data != np.round(data))
+        negative = finite & (data < 0)
+        if finite.all() and not (bad_value.any() or negative.any()):
             return reasons
         row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
         policy = self.options.on_non_integer
+        if not finite.all():  # NaN/inf would become garbage bins: never kept, whatever the policy
+            first = int(np.flatnonzero(~finite)[0])
+            cell = self.cell_ids[first_row + row_of[first]]
+            if policy == "error":
+                raise H5adError(
+                    f"{self.path}: cell {cell!r} has a non-finite value ({float(data[first])}); "
+                    "on_non_integer=quarantine sets such cells aside"
+                )
+            reasons[np.unique(row_of[~finite])] = "non_finite_values"
         if bad_value.any():
             first = int(np.flatnonzero(bad_value)[0])
             cell = self.cell_ids[first_row + row_of[first]]
@@ -300,7 +316,8 @@ class H5adCells:
             if policy == "error":
                 cell = self.cell_ids[first_row + row_of[int(np.flatnonzero(negative)[0])]]
                 raise H5adError(f"{self.path}: cell {cell!r} has negative values; not counts")
-            reasons[np.unique(row_of[negative])] = "negative_values"
+            negative_rows = np.unique(row_of[negative])
+            reasons[negative_rows[reasons[negative_rows] == ""]] = "negative_values"
         return reasons
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from wensu.data.shards import SPLITS, read_manifest, sha256_file, write_manifest
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EmptyDatasetError, InputError
 from .config import CellsConfig, load_cells_config
 from .duplicates import find_duplicates
 from .h5ad import H5adCells, dataset_name
@@ -91,6 +91,25 @@ def _summary(output: Path, manifest: dict, *, already_complete: bool) -> dict[st
     }
 
 
+def _refuse_empty(results: list[dict], paths: list[Path], output: Path) -> None:
+    """Zero cells written is an error naming the inputs and the report, not a dataset."""
+    if sum(int(r["stats"]["written"]) for r in results):
+        return
+    read = sum(int(r["stats"]["read"]) for r in results)
+    reasons: dict[str, int] = {}
+    for result in results:
+        for key in ("filtered_by_reason", "quarantined_by_reason"):
+            for reason, count in result["stats"].get(key, {}).items():
+                reasons[reason] = reasons.get(reason, 0) + int(count)
+        reasons["duplicates"] = reasons.get("duplicates", 0) + int(result["stats"]["duplicates"])
+    why = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items()) if n) or "no cells"
+    names = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+    raise EmptyDatasetError(
+        f"no cell written: all {read:,} cells of {names} were removed ({why}); see "
+        f"{output / 'quarantine.tsv'}; no dataset was published"
+    )
+
+
 def run_cells(config: CellsConfig | Mapping | None = None, **overrides) -> dict[str, Any]:
     """Run the cells pipeline; returns a summary (counts, cells per split, vocab size,
     warnings). Settings as in ``conf/preprocess_cells.yaml``; ``overrides`` update them."""
@@ -138,7 +157,13 @@ def run_cells(config: CellsConfig | Mapping | None = None, **overrides) -> dict[
         pooled = None if given_vocab else pooled_gene_cells(files, scans)
         vocab = given_vocab or build_vocab(files, scans, cfg.filters["min_cells"])
         if not vocab.genes:
-            raise InputError(f"no gene is expressed in >= {cfg.filters['min_cells']} kept cells")
+            write_quarantine(output, files, scans)
+            kept = sum(int((scan.codes == 0).sum()) for scan in scans)
+            raise EmptyDatasetError(
+                f"no gene is expressed in >= {cfg.filters['min_cells']} kept cells "
+                f"({kept:,} of {sum(c.n_cells for c in files):,} cells kept; see "
+                f"{output / 'quarantine.tsv'}); no dataset was published"
+            )
         vocab.save(output / "vocab.json")
         medians = pooled_medians(files, scans, vocab) if rank else None
 
@@ -194,6 +219,7 @@ def run_cells(config: CellsConfig | Mapping | None = None, **overrides) -> dict[
 
         write_quarantine(output, files, scans)
         write_duplicates(output, duplicates)
+        _refuse_empty(results, paths, output)
         write_genes_dropped(output, files, scans, vocab, pooled)
         write_panels(output, files, vocab)
         write_stats(output, files, results, vocab, built_vocab=given_vocab is None, medians=medians)

@@ -28,9 +28,10 @@ REASONS = (
     "zero_counts",
     "too_few_genes",
     "no_vocab_genes",
+    "non_finite_values",  # appended: cached scans keep their codes
 )
 CODE = {name: code for code, name in enumerate(REASONS)}
-QUARANTINE_REASONS = ("non_integer_values", "negative_values")
+QUARANTINE_REASONS = ("non_integer_values", "negative_values", "non_finite_values")
 FILTER_REASONS = ("zero_counts", "too_few_genes", "no_vocab_genes")
 
 
