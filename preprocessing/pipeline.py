@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import time
 from collections.abc import Mapping
@@ -376,6 +377,7 @@ class _Run:
         summary = self.summary(manifest, elapsed, stats)
         summary["reused_shards"] = self.reused
         summary["stage_seconds"] = clock.laps
+        summary["driver_peak_rss_mb_after_stage"] = clock.peak_rss_mb
         summary["partitions"] = partitions
         return summary
 
@@ -476,16 +478,21 @@ class _Run:
 
 
 class _StageClock:
-    """Wall seconds of each stage (in the summary: where a larger cluster would help)."""
+    """Wall seconds of each stage and this process's peak RSS at its end (in the summary:
+    where a larger cluster would help, and which stage sets the memory peak)."""
 
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
         self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = round(now - self._last, 3)
         self._last = now
+        # ru_maxrss is in KiB on Linux (bytes on macOS, where this figure reads 1024x high).
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_rss_mb[name] = round(peak / 1024, 1)
 
 
 def _split_summary(entries: list[dict]) -> dict:

@@ -14,8 +14,8 @@ from wensu.preprocessing import ConfigError, run_preprocess
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 SETTINGS = {"chunk_bytes": 4096, "shard_size_records": 37, "min_length": 3, "progress": False}
-# Leaves room for a few hundred keys per partition (memory.BASE_BYTES is 32 MiB).
-SMALL_MEMORY = "32.05MiB"
+# Leaves room for a few hundred keys per partition (memory.BASE_BYTES is 64 MiB).
+SMALL_MEMORY = "64.05MiB"
 
 
 def _records(seed: int, count: int) -> list[tuple[str, str, bool]]:
@@ -120,7 +120,7 @@ def test_memory_limit_below_one_hash_bucket_says_what_to_raise(tmp_path):
     path = tmp_path / "same.fa"
     path.write_text("".join(f">r{i}\nMKV\n" for i in range(3000)))
     with pytest.raises(ConfigError, match=r"too small to make progress.*raise memory_limit to"):
-        run_preprocess(input=[str(path)], output=str(tmp_path / "out"), memory_limit="32.1MiB",
+        run_preprocess(input=[str(path)], output=str(tmp_path / "out"), memory_limit="64.1MiB",
                        chunk_bytes=4096, progress=False)  # fmt: skip
 
 

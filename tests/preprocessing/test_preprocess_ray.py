@@ -65,7 +65,7 @@ def local_output(inputs, tmp_path_factory) -> dict:
 def test_ray_output_is_identical_to_local(ray_instance, inputs, local_output, tmp_path):
     output = tmp_path / "out"
     run_preprocess(input=inputs, output=str(output), executor="ray",
-                   memory_limit="32.05MiB", **SETTINGS)  # fmt: skip
+                   memory_limit="64.05MiB", **SETTINGS)  # fmt: skip
     assert _outputs(output) == local_output
     quarantine = (output / "quarantine.tsv").read_text().splitlines()
     assert any(
