@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from wensu.data.cell_split import SplitRouter
 from wensu.probes.cells.baselines import (
     DEFAULT_CS,
     LabelledCells,
@@ -233,8 +234,6 @@ def _run(ctx: EvalContext, settings: dict) -> ProbeResult:
         if name not in s["train_files"]:
             load(name)
     if within_name:
-        from wensu.preprocessing.cells.writer import SplitRouter
-
         cells = load(within_name)
         genes = train_genes if within_name in s["train_files"] else cells.genes
         X = embedder(cells, genes)
