@@ -161,3 +161,25 @@ def test_wensu_eval_ss_on_user_files(tmp_path):
     assert {"casp12_netsurfp.csv", "1DIX.cif.gz", "CASP12_HHblits.csv.gz"} <= inputs
     q3 = [r for r in metrics["rows"] if r["task"] == "SS3 structures"][0]["values"]
     assert all(0.0 <= v <= 1.0 for v in q3.values()) and np.isfinite(list(q3.values())).all()
+
+
+def test_bad_dssp_files(tmp_path):
+    text = (EXAMPLES / "ss" / "1AKI.dssp").read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(text) if line.startswith("  #  RESIDUE"))
+    odd = text[: start + 3] + [text[start + 3][:16] + "Q" + text[start + 3][17:]]
+    bad_state = tmp_path / "odd.dssp"
+    bad_state.write_text("".join(odd))
+    with pytest.raises(
+        ProbeDataError, match=rf"odd\.dssp line {start + 4}: unknown DSSP state 'Q'"
+    ):
+        _load(bad_state)
+    not_dssp = tmp_path / "notes.dssp"
+    not_dssp.write_text("HEADER only\n")
+    with pytest.raises(ProbeDataError, match=r"notes\.dssp: not a DSSP file"):
+        _load(not_dssp)
+    other_chain = dssp_file_record(EXAMPLES / "ss" / "1AKI.dssp", "A")
+    assert other_chain.id == "1AKI_A"
+    listing = tmp_path / "l.txt"
+    listing.write_text(f"{EXAMPLES / 'ss' / '1AKI.dssp'}:B\n{EXAMPLES / 'ss' / '1AKI.dssp'}\n")
+    loaded = _load(listing)
+    assert loaded.skipped == {"chain_missing": 1} and len(loaded.records) == 1
