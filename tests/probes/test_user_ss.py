@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,21 @@ from wensu.probes.ss.user_sets import SS_SUFFIXES, load_user_ss_set, read_label_
 
 EXAMPLES = REPO_ROOT / "examples" / "eval"
 STRUCTURES = EXAMPLES / "structures"
-needs_mkdssp = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
+
+
+@pytest.fixture
+def mkdssp() -> str:
+    """mkdssp's path; skip without it (CI: fail, since `make test` installs Debian dssp)."""
+    found = shutil.which("mkdssp")
+    if found is None:
+        message = "mkdssp not installed (Debian package dssp; make system-deps)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+needs_mkdssp = pytest.mark.usefixtures("mkdssp")
 
 
 def _load(entry: str | Path):
