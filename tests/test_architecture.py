@@ -36,8 +36,9 @@ FORBIDDEN = [
     *[("wensu.data", f"wensu.{part}") for part in ("model", "train", "probes", "embed")],
     # Checkpoints and the vocabularies are read by everyone; they import none of the users.
     *[("wensu.checkpoint", f"wensu.{p}") for p in ("train", "probes", "embed", "preprocessing")],
-    *[("wensu.cell_vocab", f"wensu.{p}") for p in ("model", "train", "probes", "embed")],
-    ("wensu.alphabet", "wensu"),
+    *[("wensu.cell_vocab", f"wensu.{p}") for p in ("data", "model", "train", "probes", "embed")],
+    # Leaves: the vocabularies sit under everything; atomic writes under them.
+    *[(leaf, "wensu") for leaf in ("wensu.alphabet", "wensu.atomic")],
 ]
 # Only command-line entry modules may reach into preprocessing (a client of the package).
 PREPROCESSING = "wensu.preprocessing"
@@ -218,8 +219,14 @@ def test_the_rules_catch_a_violation():
 
 
 # Every checkpoint is read by wensu.checkpoint.read_checkpoint (weights_only=True, mmap=True);
-# interop/files.py reads fair-esm files, which need an extra safe global (argparse.Namespace).
-TORCH_LOAD_FILES = {"wensu/checkpoint.py", "wensu/interop/files.py"}
+# interop/files.py reads fair-esm files, which need an extra safe global (argparse.Namespace);
+# the embed writer and file format read wensu-embed's own per-sequence .pt outputs (no models).
+TORCH_LOAD_FILES = {
+    "wensu/checkpoint.py",
+    "wensu/interop/files.py",
+    "wensu/embed/writer.py",
+    "wensu/embed/file_format.py",
+}
 # Cell fine-tuning work in flight when this rule was written; they move to read_checkpoint.
 TORCH_LOAD_IN_FLIGHT = {"wensu/model/cell_classifier.py", "wensu/train/cell_finetune_run.py"}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wensu.data.shards import write_text_atomic
+from wensu.atomic import write_text_atomic
 
 SPECIAL_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>", "<mask>")
 CLS_IDX, PAD_IDX, EOS_IDX, UNK_IDX, MASK_IDX = range(len(SPECIAL_TOKENS))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from wensu.alphabet import Alphabet, get_alphabet
+from wensu.atomic import atomic_file
 from wensu.interop import load_esm2
 from wensu.model import Encoder, EncoderConfig
 from wensu.model.cell_encoder import (
@@ -233,17 +234,8 @@ def lightning_checkpoint(model: torch.nn.Module, hyper_parameters: dict[str, Any
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary name, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_export(directory: Path, map_location: Any = "cpu") -> Encoder:

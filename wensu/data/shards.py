@@ -21,6 +21,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from wensu.atomic import fsync_dir as fsync_dir  # re-exported
+from wensu.atomic import write_text_atomic as write_text_atomic  # re-exported
+
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 MANIFEST_NAME = "manifest.json"
@@ -57,21 +60,6 @@ def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (after a rename) to disk, where the filesystem allows."""
-    # Makes the rename itself durable; some filesystems refuse fsync on directories.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -168,24 +156,6 @@ def write_shard(
         "residues": int(residues.size),
         "sha256": digest,
     }
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via ``<path>.tmp``, fsync and rename (never a half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
 
 
 def write_manifest(dataset_dir: Path, manifest: dict) -> Path:
