@@ -87,3 +87,19 @@ def test_two_entries_with_one_name(tmp_path):
     b = _touch(tmp_path / "b" / "s.cif")
     with pytest.raises(ProbeDataError, match="both named 's'"):
         resolve_entries([str(a), str(b)], set(), SUFFIXES, where="w")
+
+
+def test_finished_probe_is_not_reused_after_its_input_file_changes(tmp_path):
+    from wensu.probes.common.context import input_hashes, write_json
+    from wensu.probes.common.results import reusable_payload
+
+    data = tmp_path / "mine.csv"
+    data.write_text("id,seq,q3\na,MKV,HHE\n")
+    fingerprint = {"settings": {"test_sets": [str(data)]}}
+    metrics = tmp_path / "metrics.json"
+    write_json(metrics, {"fingerprint": fingerprint, "inputs": input_hashes([data])})
+    assert reusable_payload(metrics, fingerprint) is not None
+    data.write_text("id,seq,q3\na,MKV,HHC\n")
+    assert reusable_payload(metrics, fingerprint) is None
+    data.unlink()
+    assert reusable_payload(metrics, fingerprint) is None

@@ -42,11 +42,22 @@ def probe_payload(ctx: EvalContext, result: ProbeResult, fingerprint: dict, seco
     }
 
 
+def _inputs_unchanged(recorded: list[dict]) -> bool:
+    """Every input file a payload lists is still there with the same SHA-256 (user files are
+    edited between runs under the same path)."""
+    paths = [Path(entry["path"]) for entry in recorded]
+    if not all(p.is_file() for p in paths):
+        return False
+    now = {entry["path"]: entry["sha256"] for entry in input_hashes(paths)}
+    return all(now.get(entry["path"]) == entry["sha256"] for entry in recorded)
+
+
 def reusable_payload(path: Path, fingerprint: dict) -> dict | None:
-    """The payload at ``path`` when its fingerprint matches (resume=true), else None."""
+    """The payload at ``path`` when its fingerprint matches (resume=true) and the input files it
+    read are unchanged, else None."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     same = json.loads(json.dumps(fingerprint, default=str)) == payload.get("fingerprint")
-    return payload if same else None
+    return payload if same and _inputs_unchanged(payload.get("inputs", [])) else None
