@@ -69,7 +69,8 @@ def is_wensu_checkpoint(checkpoint: Any) -> bool:
 def is_cell_checkpoint(checkpoint: Any) -> bool:
     """Whether a loaded object is a cell-expression checkpoint (``hyper_parameters.kind``)."""
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
-    return isinstance(hparams, Mapping) and hparams.get("kind") == "cells"
+    # "cells": pretrained cell encoder; "cells_classifier": fine-tuned cell-type classifier
+    return isinstance(hparams, Mapping) and hparams.get("kind") in ("cells", "cells_classifier")
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -103,7 +104,8 @@ def load(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Encoder, A
         if is_cell_checkpoint(checkpoint):
             raise CheckpointError(
                 f"{path}: a single-cell expression model, not a protein encoder; load it with "
-                "wensu.checkpoint.load_cell_checkpoint (wensu-eval probe=cell_type)"
+                "wensu.checkpoint.load_cell_checkpoint (wensu-eval probe=cell_type) or, "
+                "for a cell-type classifier, use wensu-annotate"
             )
         if is_wensu_checkpoint(checkpoint):
             encoder = encoder_from_checkpoint(checkpoint, str(path))
@@ -297,6 +299,11 @@ def read_cell_checkpoint(path: Path) -> dict:
         raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if checkpoint_kind(checkpoint) != CELL_KIND:
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+        if isinstance(hparams, Mapping) and hparams.get("kind") == "cells_classifier":
+            raise CellCheckpointError(
+                f"{path}: a fine-tuned cell-type classifier, not a pretrained cell encoder "
+                "(annotate cells with it: wensu-annotate checkpoint=...)"
+            )
         if isinstance(hparams, Mapping) and isinstance(hparams.get("model"), Mapping):
             raise CellCheckpointError(
                 f"{path}: a protein model checkpoint, not a cell model (load it with wensu.load; "
@@ -362,3 +369,55 @@ def save_cell_checkpoint(
     }
     save_atomic(lightning_checkpoint(encoder, hparams), path)
     return path
+
+
+def load_cell_classifier(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """``(CellClassifier in eval mode, info)`` from a ``wensu-train experiment=cells_finetune``
+    checkpoint; ``info`` holds ``vocab``, ``classes``, ``panel``, ``tokens`` (binning) and the
+    other plain hyper-parameters. Protein checkpoints and pretrained cell encoders are refused
+    with a :class:`CellCheckpointError` naming the file."""
+    from wensu.model.cell_classifier import CLASSIFIER_KIND, CellClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise CellCheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = read_checkpoint(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    kind = hparams.get("kind") if isinstance(hparams, Mapping) else None
+    if kind == CELL_KIND:
+        raise CellCheckpointError(
+            f"{path}: a pretrained cell encoder without a cell-type head; fine-tune it first "
+            "(wensu-train experiment=cells_finetune finetune.checkpoint=<it> ...)"
+        )
+    if kind != CLASSIFIER_KIND:
+        what = "a protein model checkpoint" if is_wensu_checkpoint(checkpoint) else "not a wensu"
+        raise CellCheckpointError(
+            f"{path}: {what}, not a cell-type classifier (cell tools need a checkpoint from "
+            "wensu-train experiment=cells_finetune)"
+        )
+    try:
+        cfg = CellEncoderConfig.from_dict(hparams["model"], source=str(path))
+        classes = [str(c) for c in hparams["classes"]]
+        vocab = [str(g) for g in hparams["vocab"]]
+    except (KeyError, TypeError) as error:
+        raise CellCheckpointError(f"{path}: classifier config unreadable ({error})") from None
+    if len(vocab) + NUM_SPECIAL != cfg.vocab_size:
+        raise CellCheckpointError(f"{path}: vocabulary and model vocab_size disagree")
+    classifier = CellClassifier(CellEncoder(cfg), len(classes), float(hparams.get("dropout", 0)))
+    state = {
+        name[len(MODEL_PREFIX) :]: tensor
+        for name, tensor in checkpoint.get("state_dict", {}).items()
+        if name.startswith(MODEL_PREFIX)
+    }
+    try:
+        classifier.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CellCheckpointError(f"{path}: classifier weights do not fit ({first})") from None
+    info = {k: v for k, v in hparams.items() if k != "model"}
+    info["global_step"] = int(checkpoint.get("global_step", 0))
+    return classifier.eval(), info

@@ -26,14 +26,16 @@ from wensu.train.callbacks import ThroughputMonitor
 from wensu.train.cell_datamodule import CellDataModule
 from wensu.train.cell_module import CellMaskedModule
 from wensu.train.errors import TrainConfigError, UsageError
+from wensu.train.resume_guard import record_run_info
 from wensu.train.run_info import git_commit, manifest_sha256, package_versions, write_json
 from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
 
 
 def is_cell_run(settings: Mapping[str, Any]) -> bool:
-    """Whether the config trains a cell model (``data.kind: cells``)."""
+    """Whether the config trains a cell model (``data.kind: cells`` pretraining or
+    ``cells_labelled`` fine-tuning)."""
     data = settings.get("data") or {}
-    return isinstance(data, Mapping) and data.get("kind") == "cells"
+    return isinstance(data, Mapping) and data.get("kind") in ("cells", "cells_labelled")
 
 
 def bin_frequencies(datamodule: CellDataModule, num_bins: int) -> list[float]:
@@ -132,8 +134,14 @@ def prepare(settings: Mapping[str, Any], run_dir: Path):
 
 
 def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """Masked-expression pretraining as configured; returns the summary on rank zero."""
+    """Masked-expression pretraining (or, for ``data.kind: cells_labelled``, cell-type
+    fine-tuning) as configured; returns the summary on rank zero."""
     from wensu.train.run import _is_rank_zero, build_trainer
+
+    if settings["data"].get("kind") == "cells_labelled":
+        from wensu.train.cell_finetune_run import train_classifier
+
+        return train_classifier(settings, run_dir)
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -162,8 +170,9 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
     baseline_loss = _baseline_loss(frequencies, datamodule)
     trainer = build_trainer(prepared, baseline_loss)
     if _is_rank_zero():
-        write_json(
-            run_dir / "run_info.json",
+        record_run_info(  # keeps earlier sessions and the resume fingerprint
+            settings,
+            run_dir,
             {
                 "kind": "cells",
                 "git": git_commit(),
