@@ -1,6 +1,6 @@
-"""Cut the example files of ``examples/eval/`` from the shared data folder (run once; see SOURCES.md).
+"""Cut the example files of ``examples/eval/`` from the shared data folder (see SOURCES.md).
 
-    python examples/eval/make_examples.py [SHARED_DATA]   # default: $WENSU_SHARED_DATA or ../shared/data
+    python examples/eval/make_examples.py [SHARED_DATA]  # $WENSU_SHARED_DATA, else ../shared/data
 
 Deterministic: the same shared files give byte-identical examples. Needs ``mkdssp`` (Debian
 ``dssp`` 4.2.2) for the DSSP example.
@@ -66,8 +66,12 @@ def netsurfp_csv(shared: Path) -> None:
                 break
             seq = "".join(_tokens(row[col["input"]]))
             resolved = [float(t) == 1.0 for t in _tokens(row[col["disorder"]])]
-            q3 = "".join(c if ok else "-" for c, ok in zip(_tokens(row[col["dssp3"]]), resolved))
-            q8 = "".join(c if ok else "-" for c, ok in zip(_tokens(row[col["dssp8"]]), resolved))
+            q3, q8 = (
+                "".join(
+                    c if ok else "-" for c, ok in zip(_tokens(row[col[k]]), resolved, strict=True)
+                )
+                for k in ("dssp3", "dssp8")
+            )
             rows.append([f"CASP12_row{number}", seq, q3, q8])
     with open(HERE / "ss" / "casp12_netsurfp.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -117,12 +121,23 @@ def backbones(shared: Path) -> None:
     lines = []
     for record in cath:
         coords = {
-            atom: [_nan(residue[i]) if residue[i] is not None else [math.nan] * 3
-                   for residue in record["coords"]]
+            atom: [
+                _nan(residue[i]) if residue[i] is not None else [math.nan] * 3
+                for residue in record["coords"]
+            ]
             for i, atom in enumerate(("N", "CA", "C", "O"))
         }
-        lines.append(json.dumps({"seq": record["seq"], "coords": coords, "num_chains": 1,
-                                 "name": record["name"], "CATH": [record["cath"]]}))
+        lines.append(
+            json.dumps(
+                {
+                    "seq": record["seq"],
+                    "coords": coords,
+                    "num_chains": 1,
+                    "name": record["name"],
+                    "CATH": [record["cath"]],
+                }
+            )
+        )
     (HERE / "contacts" / "cath_sample.chain_set.jsonl").write_text("\n".join(lines) + "\n")
 
 
