@@ -150,7 +150,8 @@ def test_prepare_carry_names_missing_shared_data(tmp_path):
         env=_env(WENSU_SHARED_DATA=str(tmp_path / "nowhere")), capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.startswith("error: ") and "uniprot_proteomes: not found" in done.stderr
+    assert done.stderr.startswith("error: ") and str(tmp_path / "nowhere") in done.stderr
+    assert "not found (set WENSU_SHARED_DATA)" in done.stderr
 
 
 def test_full_run_refuses_a_machine_without_gpu(tmp_path, capsys):
@@ -165,3 +166,31 @@ def test_full_run_refuses_a_machine_without_gpu(tmp_path, capsys):
 def test_gpu_stage_budgets_fit_the_time_guard():
     assert sum(checks.GPU_BUDGET.values()) <= 455
     assert checks.PRETRAIN_MAX_S >= checks.GPU_BUDGET["pretrain"]
+
+
+def test_proteome_shards_leave_out_the_largest_file_to_fit(tmp_path):
+    """Over the byte budget, the largest proteome file is left out and named in the result."""
+    import gzip
+
+    import prepare_carry
+
+    from wensu.data.fasta import read_fasta
+    from wensu.resources import default_fasta
+
+    folder = tmp_path / "shared" / "sequences" / "uniprot_proteomes"
+    folder.mkdir(parents=True)
+    records = list(read_fasta(default_fasta()))[:300]
+    for name, count in (("a", 40), ("big", 200), ("c", 60)):
+        lines = [f">{r.id}\n{r.sequence.decode()}\n" for r in records[:count]]
+        records = records[count:]
+        with gzip.open(folder / f"{name}.fasta.gz", "wt") as handle:
+            handle.writelines(lines)
+    carry = tmp_path / "carry"
+    whole = prepare_carry.proteome_shards(carry, tmp_path / "shared", False, budget=1e12)
+    assert whole["dropped_to_fit"] == []
+    fitted = prepare_carry.proteome_shards(
+        carry, tmp_path / "shared", False, budget=whole["bytes"] * 0.6
+    )
+    assert fitted["dropped_to_fit"] == ["big.fasta.gz"]
+    assert fitted["inputs"] == ["a.fasta.gz", "c.fasta.gz"]
+    assert fitted["bytes"] <= whole["bytes"] * 0.6
