@@ -203,6 +203,12 @@ def environment(device: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 
 
+def stage_result(status: str, seconds: float, timeout: float, record: dict) -> dict[str, Any]:
+    """The driver's status, seconds and limit first, then what the stage recorded."""
+    head = {"status": status, "seconds": seconds, "timeout_s": round(timeout, 1)}
+    return {**head, **{k: v for k, v in record.items() if k not in head}}
+
+
 def run_stage(name: str, spec: dict, timeout: float, scratch: Path) -> dict[str, Any]:
     """Run one stage in a fresh process group; its record, with status and seconds."""
     spec = {**spec, "time_budget_s": max(timeout - KILL_MARGIN_S, 1.0)}
@@ -243,7 +249,7 @@ def run_stage(name: str, spec: dict, timeout: float, scratch: Path) -> dict[str,
             record["error"] = f"exit status {returncode}: " + " | ".join(tail)
     else:
         status = "ok"
-    return {"status": status, "seconds": seconds, "timeout_s": round(timeout, 1), **record}
+    return stage_result(status, seconds, timeout, record)
 
 
 def run_here(stage: str, spec: dict, record_path: Path) -> int:
@@ -281,8 +287,7 @@ def run_stage_in_process(name: str, spec: dict, timeout: float, scratch: Path) -
     run_here(name, spec, record_path)
     record = json.loads(record_path.read_text())
     status = "error" if "error" in record else "ok"
-    return {"status": status, "seconds": round(time.monotonic() - started, 1),
-            "timeout_s": round(timeout, 1), **record}  # fmt: skip
+    return stage_result(status, round(time.monotonic() - started, 1), timeout, record)
 
 
 def headline(stages: dict[str, dict]) -> dict[str, Any]:

@@ -56,6 +56,17 @@ def measured_matmul_tflops(device) -> float:
     return 2 * n**3 / median(times) / 1e12
 
 
+def device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type != "cuda":
+        return platform.processor() or platform.machine()
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+
+
 def peak_tflops(device) -> tuple[float, str]:
     """The datasheet dense bf16 peak used for MFU and where it comes from."""
     import torch
@@ -196,6 +207,7 @@ def run(spec: dict, record: StageRecord) -> None:
     datasheet, source = peak_tflops(device)
     measured = measured_matmul_tflops(device)
     record.update(
+        device_name=device_name(device),
         precision="bf16 autocast" if device.type == "cuda" else "float32 (CPU dry run)",
         token_budget=spec["token_budget"],
         length=spec["length"],
