@@ -194,7 +194,9 @@ def test_one_probe_and_bad_inputs(evaluated, tmp_path):
     assert missing.returncode == 2 and "checkpoint=" in missing.stderr
     wrong = run_eval(tmp_path, f"checkpoint={ckpt}", "subset=huge", f"data_dir={evaluated['data']}")
     assert wrong.returncode == 2 and "subset must be 'full' or 'fast'" in wrong.stderr
-    no_data = run_eval(tmp_path, f"checkpoint={ckpt}", f"data_dir={tmp_path}", *SMALL)
+    no_data = run_eval(
+        tmp_path, f"checkpoint={ckpt}", f"data_dir={tmp_path}", "fetch=false", *SMALL
+    )
     assert no_data.returncode == 2 and "data_dir" in no_data.stderr
     threads = run_eval(tmp_path, f"checkpoint={ckpt}", "cpu_threads=0", *SMALL)
     assert threads.returncode == 2 and "cpu_threads must be" in threads.stderr
