@@ -70,7 +70,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("pause", ["shard:4", "part:3"])
+@pytest.mark.parametrize("pause", ["shard:4", "part:3", "partition:2"])
 def test_kill_minus_9_then_rerun_gives_identical_output(tmp_path, reference, pause):
     output = tmp_path / "out"
     command = _command(output, workers=2)
