@@ -1,16 +1,22 @@
 """``run_preprocess``: FASTA in, validated + deduplicated + split HDF5 shards out.
 
-Stages (each restartable after kill -9, see ``workdir.py``):
+Stages (each restartable after kill -9, see ``workdir.py``); the tasks of stages 1, 2 and 4 run
+in the executor (this process, a local pool, or Ray: ``executor.py``):
 
-1. parse + validate input units into parts (process pool; parts are kept across crashes);
-2. merge the parts in input order: duplicate ids, exact duplicates, filters, TSV reports;
-3. optionally cluster the kept sequences with MMseqs2 (result kept across crashes);
-4. route kept records to train/valid/test by hash and cut shards (journaled, reused on rerun);
+1. parse + validate input units into parts on disk (``parse.py``, ``parts.py``), one task per
+   unit; every record's split is assigned from its digest here;
+2. decide duplicates out of core (``decide.py``): hash partitions sized by ``memory_limit``,
+   first ids, then sequences;
+3. in the driver, parts in input order: decision codes, filters, ``quarantine.tsv`` and
+   ``duplicates.tsv`` (``dedup.py``), and the shard plan (``shard_tasks.py``); with clustering,
+   MMseqs2 and routing by cluster representative instead (``cluster_stage.py``, ``routing.py``);
+4. shards written by independent tasks (journaled, reused on rerun);
 5. stats.json and manifest.json, after checking read = written + duplicates + filtered +
-   quarantined. Without clustering, 2 and 4 run in one pass as parts arrive.
+   quarantined.
 
-The output depends only on the inputs and the output settings: never on ``num_workers``, on
-the number of interruptions, or on the machine. Only the manifest's ``created`` differs.
+The output depends only on the inputs and the output settings: never on ``num_workers``,
+``memory_limit``, the executor, the number of interruptions, or the machine. Only the
+manifest's ``created`` differs.
 """
 
 from __future__ import annotations
