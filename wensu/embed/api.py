@@ -61,6 +61,7 @@ from wensu.embed.writer import (
     output_lock,
     per_sequence_ids,
     prepare_output,
+    reusable,
     write_dir_attrs,
 )
 
@@ -122,6 +123,11 @@ def embed(
     settings = replace(settings or EmbedSettings(), **options)
     settings.validate()
     input_path, output_path = Path(input), Path(output)
+    if input_path.exists() and not input_path.is_file():
+        raise EmbedError(
+            f"input {input_path}: not a regular file (a pipe, FIFO or device can be read only "
+            "once; wensu-embed reads its input twice): save it to a file first"
+        )
     if not input_path.is_file():
         raise EmbedError(f"input {input_path}: no such file")
     first_device = resolve_device(settings.device)
@@ -138,10 +144,13 @@ def embed(
         compute = settings.compute_settings(model.encoder.cfg.num_layers, model.trained_context)
         scan = scan_input(input_path, dedup=settings.dedup)
         stored = _output_settings(model, compute, fmt, settings.per_residue_dtype)
+        if settings.beyond_trained_context:  # recorded: a rerun must ask for it again
+            stored["beyond_trained_context"] = True
     with contextlib.ExitStack() as stack:
         with _as_embed_error():
             stack.enter_context(output_lock(output_path, fmt))
-            done = prepare_output(output_path, fmt, stored) & set(scan.ids)
+            entries = prepare_output(output_path, fmt, stored)
+            done = reusable(output_path, entries, scan.ids, scan.digests)
         write_quarantine(output_path, scan.quarantined)
         job = WorkerJob(
             input_path=input_path,

@@ -1,17 +1,18 @@
 """Reading the FASTA input of ``wensu-embed``: one validating pre-pass, then streaming.
 
-The pre-pass reads every record once and keeps only ids, lengths and record ordinals (position
-in the file's record stream): it finds duplicate ids and invalid records before anything is
-embedded, and gives the progress bar its total. Workers then stream the file again and pick
-their records by ordinal, so sequences are never all held in memory.
+The pre-pass reads every record once and keeps only ids, lengths, record ordinals (position
+in the file's record stream) and sequence digests: it finds duplicate ids and invalid records
+before anything is embedded, and gives the progress bar its total. Workers then stream the file
+again and pick their records by ordinal, so sequences are never all held in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ class InputScan:
     quarantined: list[tuple[str, str, str]]  # (id, reason, detail)
     duplicates: int  # records dropped by dedup
     records: int  # records read
+    digests: list[str] = field(default_factory=list)  # sequence_digest of each selected record
 
 
 def _records(path: Path) -> Iterator[tuple[int, str, bytes | None, tuple[str, str]]]:
@@ -53,11 +55,17 @@ def _records(path: Path) -> Iterator[tuple[int, str, bytes | None, tuple[str, st
         raise InputError(f"input {path}: cannot be read ({err})") from None
 
 
+def sequence_digest(sequence: bytes) -> str:
+    """SHA-256 of a record's (upper-case) residues: what an embedding is of."""
+    return hashlib.sha256(sequence).hexdigest()
+
+
 def scan_input(path: Path, dedup: bool = False) -> InputScan:
     """Validate ``path`` and list the records to embed; clear errors if empty or duplicated."""
     ids: list[str] = []
     ordinals: list[int] = []
     lengths: list[int] = []
+    digests: list[str] = []
     quarantined: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     repeated: Counter[str] = Counter()
@@ -74,6 +82,7 @@ def scan_input(path: Path, dedup: bool = False) -> InputScan:
         ids.append(record_id)
         ordinals.append(ordinal)
         lengths.append(len(sequence))
+        digests.append(sequence_digest(sequence))
     if records == 0:
         raise InputError(f"input {path}: no FASTA records (empty file?)")
     if repeated and not dedup:
@@ -95,6 +104,7 @@ def scan_input(path: Path, dedup: bool = False) -> InputScan:
         quarantined=quarantined,
         duplicates=sum(repeated.values()),
         records=records,
+        digests=digests,
     )
 
 

@@ -27,21 +27,36 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _strict_bool(value: Any) -> bool:
+    """``true``/``false`` only: ``bool("maybe")`` would silently be True."""
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise ValueError("expected true or false")
+
+
+def _strict_int(value: Any) -> int:
+    """Integers only: ``int(2.7)`` would silently truncate."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected an integer")
+    return int(value)
+
+
 # How command-line values become field values (``max_length``, ``window``, ``stride`` stay as
 # given: None or a number).
 _FROM_OPTION = {
     "layers": _as_list,
     "pooling": _as_list,
-    "max_tokens": int,
-    "devices": int,
-    "sort_buffer_residues": int,
-    "segment_sequences": int,
+    "max_tokens": _strict_int,
+    "devices": _strict_int,
+    "sort_buffer_residues": _strict_int,
+    "segment_sequences": _strict_int,
     "device": str,
     "precision": str,
     "format": str,
     "per_residue_dtype": str,
-    "dedup": bool,
-    "progress": bool,
+    "dedup": _strict_bool,
+    "beyond_trained_context": _strict_bool,
+    "progress": _strict_bool,
 }
 
 
@@ -59,6 +74,8 @@ class EmbedSettings:
         max_length: trained context in residues (default: from the checkpoint, else 1022).
         window, stride: stitched windows for over-long sequences of dense models.
         dedup: keep the first of records with the same id instead of failing.
+        beyond_trained_context: accept ``max_length``/``window`` longer than the context the
+            checkpoint was trained at (refused by default: the model never saw such inputs).
     """
 
     layers: Sequence[int] = (-1,)
@@ -73,6 +90,7 @@ class EmbedSettings:
     window: int | None = None
     stride: int | None = None
     dedup: bool = False
+    beyond_trained_context: bool = False
     sort_buffer_residues: int = 20_000_000
     segment_sequences: int = 1000
     progress: bool = True
@@ -82,13 +100,15 @@ class EmbedSettings:
         """Settings from a plain mapping such as the resolved ``wensu-embed`` config (extra
         keys such as ``checkpoint`` are ignored; scalars become one-element lists)."""
         known = {f.name for f in fields(cls)}
-        return cls(
-            **{
-                key: _FROM_OPTION.get(key, lambda v: v)(value)
-                for key, value in options.items()
-                if key in known
-            }
-        )
+        values = {}
+        for key, value in options.items():
+            if key not in known:
+                continue
+            try:
+                values[key] = _FROM_OPTION.get(key, lambda v: v)(value)
+            except (TypeError, ValueError) as error:
+                raise EmbedError(f"{key}={value!r}: {error}") from None
+        return cls(**values)
 
     def validate(self) -> None:
         """Raise :class:`EmbedError` naming the first invalid option."""
@@ -96,6 +116,13 @@ class EmbedSettings:
             raise EmbedError(
                 f"devices and max_tokens must be >= 1, got {self.devices} and {self.max_tokens}"
             )
+        for key in ("sort_buffer_residues", "segment_sequences"):
+            if getattr(self, key) < 1:
+                raise EmbedError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_length", "window", "stride"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise EmbedError(f"{key}={value!r}: expected an integer (or null)")
         if self.devices > 1 and self.device not in ("auto", "cpu", "cuda"):
             raise EmbedError(
                 f"devices={self.devices} needs device=auto, cpu or cuda, got {self.device!r}"
@@ -122,6 +149,15 @@ class EmbedSettings:
         context = self.max_length or trained_context or DEFAULT_MAX_LENGTH
         window = self.window or context
         stride = self.stride or max(1, window // 2)
+        longest = max(context, window)
+        if trained_context and longest > trained_context and not self.beyond_trained_context:
+            key = "window" if self.window and window > trained_context else "max_length"
+            raise EmbedError(
+                f"{key}={longest} is longer than the {trained_context} residues the model was "
+                f"trained at: its embeddings would come from inputs it never saw; use "
+                f"{key}<={trained_context}, or beyond_trained_context=true to accept that "
+                "(recorded in the output)"
+            )
         if context < 1 or window < 1 or not 1 <= stride <= window:
             raise EmbedError(
                 f"need max_length >= 1 and 1 <= stride <= window, got max_length={context}, "

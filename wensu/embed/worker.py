@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from wensu.embed.batching import sort_buffers, token_budget_batches
 from wensu.embed.compute import ComputeSettings, SequenceEmbedder
-from wensu.embed.inputs import iter_selected
+from wensu.embed.inputs import iter_selected, sequence_digest
 from wensu.embed.writer import PerSequenceFileWriter, SegmentWriter, parts_dir_of
 
 Progress = Callable[[int, int], None]  # (sequences, residues) just written
@@ -84,7 +84,8 @@ def run_worker(job: WorkerJob, embedder: SequenceEmbedder, progress: Progress) -
             for _, record_id, sequence in long_records:
                 if record_id in job.done:
                     continue
-                writer.write(record_id, len(sequence), embedder.embed_long(sequence))
+                embedding = embedder.embed_long(sequence)
+                writer.write(record_id, len(sequence), embedding, sequence_digest(sequence))
                 written += 1
                 progress(1, len(sequence))
             lengths = [len(r[2]) for r in short_records]
@@ -96,7 +97,7 @@ def run_worker(job: WorkerJob, embedder: SequenceEmbedder, progress: Progress) -
                 for (_, record_id, sequence), result in zip(members, results, strict=True):
                     if record_id in job.done:
                         continue
-                    writer.write(record_id, len(sequence), result)
+                    writer.write(record_id, len(sequence), result, sequence_digest(sequence))
                     written += 1
                     progress(1, len(sequence))
     finally:

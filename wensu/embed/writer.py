@@ -46,6 +46,9 @@ from wensu.embed.file_format import (
 
 FORMATS = ("h5", "npz", "pt")
 SETTINGS_NAME = "settings.json"
+DIGEST_KEY = "sequence_sha256"  # per entry: the residues it is an embedding of
+# npz/pt folders keep fair-esm's keys; digests go to a journal, written before each file lands.
+DIGEST_JOURNAL = "sequence_sha256.tsv"
 DIR_SETTINGS_NAME = "wensu-embed.json"
 # Test hook: a writer announces on stderr and sleeps after writing N sequences (so a test can
 # kill -9 it with a segment half full).
@@ -100,6 +103,7 @@ def write_group(
     length: int,
     embedding: SequenceEmbedding,
     per_residue_dtype: str,
+    digest: str | None = None,
 ) -> None:
     """Write one sequence's group; ``complete`` is set only after every dataset exists."""
     name = encode_id(record_id)
@@ -108,6 +112,8 @@ def write_group(
     group = handle.create_group(name)
     group.attrs["id"] = record_id
     group.attrs["length"] = length
+    if digest is not None:
+        group.attrs[DIGEST_KEY] = digest
     for layer, kinds in sorted(embedding.items()):
         layer_group = group.create_group(layer_name(layer))
         for kind, values in kinds.items():
@@ -116,9 +122,25 @@ def write_group(
     group.attrs["complete"] = True
 
 
-def _h5_ids(path: Path) -> set[str]:
+Entries = dict[str, tuple[str | None, int | None]]  # id -> (sequence digest, length)
+
+
+def _h5_entries(path: Path) -> Entries:
+    """Complete groups of an HDF5 file or segment: id -> (digest or None, stored length)."""
     with h5py.File(path, "r") as handle:
-        return {decode_id(name) for name, g in handle.items() if g.attrs.get("complete", False)}
+        return {
+            decode_id(name): (_text(g.attrs.get(DIGEST_KEY)), _int(g.attrs.get("length")))
+            for name, g in handle.items()
+            if g.attrs.get("complete", False)
+        }
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else (str(value) if value else None)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
 
 
 def _h5_settings(handle: h5py.File) -> dict[str, Any]:
@@ -141,8 +163,10 @@ def output_lock(output: Path, fmt: str) -> Iterator[None]:
             raise OutputError(
                 f"output {output} is being written by another wensu-embed run ({path} is locked)"
             ) from None
-        yield
-        path.unlink(missing_ok=True)
+        try:
+            yield
+        finally:  # held by us: removed whether the run ends or is refused
+            path.unlink(missing_ok=True)
     finally:
         handle.close()
 
@@ -164,8 +188,9 @@ def check_writable(output: Path, fmt: str) -> None:
         raise OutputError(f"cannot write output {output}: {reason}") from None
 
 
-def prepare_output(output: Path, fmt: str, settings: Mapping[str, Any]) -> set[str]:
-    """Create the output location, check it matches ``settings``, return the ids already done."""
+def prepare_output(output: Path, fmt: str, settings: Mapping[str, Any]) -> Entries:
+    """Create the output location, check it matches ``settings``, return the entries already
+    done (id -> sequence digest and length)."""
     if fmt not in FORMATS:
         raise OutputError(f"format must be one of {FORMATS}, got {fmt!r}")
     try:
@@ -178,16 +203,16 @@ def prepare_output(output: Path, fmt: str, settings: Mapping[str, Any]) -> set[s
         raise OutputError(f"cannot write output {output}: {err}") from None
 
 
-def _prepare_h5(output: Path, settings: Mapping[str, Any]) -> set[str]:
+def _prepare_h5(output: Path, settings: Mapping[str, Any]) -> Entries:
     check_writable(output, "h5")
-    done: set[str] = set()
+    done: Entries = {}
     if output.exists():
         try:
             with h5py.File(output, "r") as handle:
                 _mismatch(output, _h5_settings(handle), settings)
         except OSError as err:
             raise OutputError(f"output {output} exists but is not an HDF5 file ({err})") from None
-        done |= _h5_ids(output)
+        done.update(_h5_entries(output))
     parts = parts_dir_of(output)
     settings_path = parts / SETTINGS_NAME
     if settings_path.exists():
@@ -197,11 +222,11 @@ def _prepare_h5(output: Path, settings: Mapping[str, Any]) -> set[str]:
         stale.unlink()
     _atomic_write_text(settings_path, json.dumps(dict(settings), sort_keys=True))
     for segment in sorted(parts.glob("seg-*.h5")):
-        done |= _h5_ids(segment)
+        done.update(_h5_entries(segment))
     return done
 
 
-def _prepare_dir(output: Path, settings: Mapping[str, Any]) -> set[str]:
+def _prepare_dir(output: Path, settings: Mapping[str, Any]) -> Entries:
     check_writable(output, settings["format"])
     settings_path = output / DIR_SETTINGS_NAME
     if settings_path.exists():
@@ -210,7 +235,48 @@ def _prepare_dir(output: Path, settings: Mapping[str, Any]) -> set[str]:
         _atomic_write_text(settings_path, json.dumps({"settings": dict(settings)}, sort_keys=True))
     for stale in output.glob("*.tmp"):
         stale.unlink()
-    return per_sequence_ids(output, settings["format"])
+    digests = read_digest_journal(output)
+    return {
+        record_id: (digests.get(record_id), None)
+        for record_id in per_sequence_ids(output, settings["format"])
+    }
+
+
+def read_digest_journal(output_dir: Path) -> dict[str, str]:
+    """id -> sequence digest from the folder's journal (the last line of an id wins)."""
+    path = output_dir / DIGEST_JOURNAL
+    digests: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, _, digest = line.partition("\t")
+            if digest:
+                digests[decode_id(name)] = digest
+    return digests
+
+
+def reusable(output: Path, done: Entries, ids: list[str], digests: list[str]) -> set[str]:
+    """The ids whose stored embedding is of the same sequence; a changed (or unprovable)
+    sequence under an id already embedded is refused in one line, never reused."""
+    changed = [
+        (record_id, digest)
+        for record_id, digest in zip(ids, digests, strict=True)
+        if record_id in done and done[record_id][0] != digest
+    ]
+    if changed:
+        record_id, _ = changed[0]
+        stored, length = done[record_id]
+        why = (
+            "was embedded from a different sequence"
+            if stored
+            else ("has no sequence digest (written by an older wensu-embed)")
+        )
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        had = f", stored length {length}" if length is not None else ""
+        raise OutputError(
+            f"{output}: record {record_id!r}{more} {why}{had}; an embedding is never reused "
+            f"for another sequence: write to a new output, or delete {output} to embed again"
+        )
+    return {record_id for record_id in ids if record_id in done}
 
 
 def per_sequence_ids(output_dir: Path, fmt: str) -> set[str]:
@@ -246,12 +312,14 @@ class SegmentWriter:
         self._pending = 0
         self._hook = _SleepHook()
 
-    def write(self, record_id: str, length: int, embedding: SequenceEmbedding) -> None:
+    def write(
+        self, record_id: str, length: int, embedding: SequenceEmbedding, digest: str | None = None
+    ) -> None:
         """Add one sequence; it becomes durable when its segment is committed."""
         if self._handle is None:
             self._path = self.parts_dir / f"seg-{uuid.uuid4().hex}.h5"
             self._handle = h5py.File(self._path.with_name(self._path.name + ".tmp"), "w")
-        write_group(self._handle, record_id, length, embedding, self.per_residue_dtype)
+        write_group(self._handle, record_id, length, embedding, self.per_residue_dtype, digest)
         self._pending += 1
         self._hook.written()
         if self._pending >= self.segment_sequences:
@@ -281,8 +349,11 @@ class PerSequenceFileWriter:
         self.per_residue_dtype = per_residue_dtype
         self._hook = _SleepHook()
 
-    def write(self, record_id: str, length: int, embedding: SequenceEmbedding) -> None:
-        """Write ``<encoded id>.<fmt>`` with keys ``label`` and ``*_representations``."""
+    def write(
+        self, record_id: str, length: int, embedding: SequenceEmbedding, digest: str | None = None
+    ) -> None:
+        """Write ``<encoded id>.<fmt>`` with keys ``label`` and ``*_representations`` (its
+        sequence digest goes to the folder's journal first)."""
         path = self.output_dir / f"{encode_id(record_id)}.{self.fmt}"
         tmp = path.with_name(path.name + ".tmp")
         nested: dict[str, dict[int, np.ndarray]] = {}
@@ -301,6 +372,11 @@ class PerSequenceFileWriter:
                     f"{key}/{k}": v for key, by_layer in nested.items() for k, v in by_layer.items()
                 }
                 np.savez(handle, label=np.array(record_id), **flat)
+        if digest is not None:  # before the file lands: a present file always has its digest
+            with open(self.output_dir / DIGEST_JOURNAL, "a", encoding="utf-8") as journal:
+                journal.write(f"{encode_id(record_id)}\t{digest}\n")
+                journal.flush()
+                os.fsync(journal.fileno())
         os.replace(tmp, path)
         self._hook.written()
 
