@@ -35,7 +35,7 @@ def overrides(spec: dict, steps: int) -> list[str]:
     seconds = int(spec["train_seconds"])
     every = max(steps // spec["validations"], 1)
     out = train_overrides(spec, "gpu_pretrain") + [
-        f"+trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+        f"++trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
         f"trainer.max_steps={steps * 3}",
         f"schedule.total_steps={steps}",
         f"schedule.warmup_steps={max(steps // 20, 1)}",
