@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,23 @@ def is_cell_checkpoint(checkpoint: Any) -> bool:
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
     # "cells": pretrained cell encoder; "cells_classifier": fine-tuned cell-type classifier
     return isinstance(hparams, Mapping) and hparams.get("kind") in ("cells", "cells_classifier")
+
+
+def unreadable_reason(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line. torch's own message
+    suggests retrying with ``weights_only=False`` (code execution); that advice is never passed
+    on: a checkpoint holding more than tensors and plain values is not loaded."""
+    text = str(error)
+    refused = re.search(r"GLOBAL (\S+)", text)
+    if refused:
+        return (
+            f"the file pickles {refused.group(1)}, which wensu never loads (checkpoints are read "
+            "tensors-only, so no code from a file runs); re-save only the weights and plain values"
+        )
+    first = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    if "weights_only" in first:
+        first = type(error).__name__
+    return f"not a readable checkpoint ({first.strip()})"
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -163,8 +181,7 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = read_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: {unreadable_reason(error)}") from None
     if not is_wensu_checkpoint(checkpoint):
         raise CheckpointError(
             f"{path}: not a wensu training checkpoint (no model hyper-parameters)"
@@ -295,8 +312,7 @@ def read_cell_checkpoint(path: Path) -> dict:
     try:
         checkpoint = read_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CellCheckpointError(f"{path}: {unreadable_reason(error)}") from None
     if checkpoint_kind(checkpoint) != CELL_KIND:
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
         if isinstance(hparams, Mapping) and hparams.get("kind") == "cells_classifier":
@@ -384,8 +400,7 @@ def load_cell_classifier(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     try:
         checkpoint = read_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CellCheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CellCheckpointError(f"{path}: {unreadable_reason(error)}") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
     kind = hparams.get("kind") if isinstance(hparams, Mapping) else None
     if kind == CELL_KIND:

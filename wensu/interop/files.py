@@ -46,7 +46,7 @@ def torch_load_checkpoint(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = re.search(r"GLOBAL (\S+)", str(error))
         if refused is None:
             raise EsmCheckpointError(f"{path}: not a readable torch checkpoint") from None
         raise EsmCheckpointError(
