@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from tqdm import tqdm
 
 from wensu.embed.batching import sort_buffers, token_budget_batches
 from wensu.embed.compute import ComputeSettings, SequenceEmbedder
 from wensu.embed.inputs import iter_selected, sequence_digest
 from wensu.embed.writer import PerSequenceFileWriter, SegmentWriter, parts_dir_of
+from wensu.progress import progress_bar
 
 Progress = Callable[[int, int], None]  # (sequences, residues) just written
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -182,9 +182,7 @@ class ProgressBar:
     """tqdm on stderr with sequences/s (the bar's rate) and residues/s (postfix)."""
 
     def __init__(self, total: int, total_residues: int, enabled: bool):
-        self.bar = tqdm(
-            total=total, unit="seq", file=sys.stderr, disable=not enabled, dynamic_ncols=True
-        )
+        self.bar = progress_bar(total=total, unit="seq", enabled=enabled, dynamic_ncols=True)
         self.total_residues = total_residues
         self.residues = 0
         self.started = time.perf_counter()

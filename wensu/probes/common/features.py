@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
 from wensu.embed.batching import token_budget_batches
 from wensu.embed.compute import SequenceEmbedder, resolve_layers
 from wensu.embed.settings import EmbedSettings
 from wensu.model import Encoder
+from wensu.progress import progress_bar
 
 
 @dataclass
@@ -74,8 +74,8 @@ class EncoderFeatures:
         long = [s for s in unique if embedder.is_long(len(s))]
         dtype = np.float16 if pooling == "per_residue" else np.float32
         out: dict[str, np.ndarray] = {}
-        bar = tqdm(
-            total=len(unique), desc=f"{desc} [{self.name}]", disable=not self.settings.show_progress
+        bar = progress_bar(
+            total=len(unique), desc=f"{desc} [{self.name}]", enabled=self.settings.show_progress
         )
         for batch in token_budget_batches([len(s) for s in short], self.settings.max_tokens):
             seqs = [short[i] for i in batch]

@@ -20,10 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from wensu.probes.common.errors import ProbeDataError, SkipLog
 from wensu.probes.common.structures import ChainStructure, backbone_to_structure, parse_structure
+from wensu.progress import progress_bar
 
 CONTACT_SET_PATHS = {
     "pdb_entries": "pdb_entries",
@@ -124,7 +123,7 @@ def load_contact_set(
     if select == "smallest":
         jobs.sort(key=lambda job: job[0].stat().st_size)
     jobs = jobs[:limit]
-    for file, chain, label in tqdm(jobs, desc=f"parse {name}", disable=not show_progress):
+    for file, chain, label in progress_bar(jobs, desc=f"parse {name}", enabled=show_progress):
         result.files.append(file)
         result.add(lambda f=file, c=chain, n=label: parse_structure(f, chain=c, name=n))
     return result

@@ -23,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from wensu.probes.common.errors import ProbeDataError
 from wensu.probes.common.inputs import InputFile, UserSet, has_suffix
 from wensu.probes.common.structures import (
@@ -33,6 +31,7 @@ from wensu.probes.common.structures import (
     parse_structure,
 )
 from wensu.probes.contacts.data import ContactSet
+from wensu.progress import progress_bar
 
 BACKBONE_SUFFIXES = (".json", ".jsonl")
 CONTACT_SUFFIXES = (*STRUCTURE_SUFFIXES, *BACKBONE_SUFFIXES)
@@ -135,7 +134,7 @@ def load_user_contact_set(
     if select == "smallest":
         files.sort(key=lambda f: f.path.stat().st_size)
     result = ContactSet(name=user_set.name)
-    for file in tqdm(files, desc=f"parse {user_set.name}", disable=not show_progress):
+    for file in progress_bar(files, desc=f"parse {user_set.name}", enabled=show_progress):
         if limit is not None and len(result.structures) >= limit:
             break
         result.files.append(file.path)

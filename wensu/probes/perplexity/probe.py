@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
 from wensu.embed.batching import token_budget_batches
 from wensu.probes.common.baselines import STANDARD, residue_indices
+from wensu.progress import progress_bar
 
 
 @dataclass
@@ -77,7 +77,7 @@ def masked_nll(
     total, count = 0.0, 0
     lengths = [len(t) - 2 for t in masked.inputs]
     batches = token_budget_batches(lengths, max_tokens)
-    for batch in tqdm(batches, desc=desc, disable=not show_progress):
+    for batch in progress_bar(batches, desc=desc, enabled=show_progress):
         width = max(len(masked.inputs[i]) for i in batch)
         tokens = torch.full((len(batch), width), alphabet.padding_idx, dtype=torch.long)
         for row, i in enumerate(batch):

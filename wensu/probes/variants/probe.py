@@ -34,7 +34,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from wensu.alphabet import Alphabet
 from wensu.embed.compute import chunked_twin
@@ -47,6 +46,7 @@ from wensu.probes.variants.data import (
     mutated_sequence,
     parse_mutant,
 )
+from wensu.progress import progress_bar
 
 METHODS = ("masked_marginal", "wt_marginal", "pll")
 DEFAULT_CONTEXT = 1022  # residues (ESM-1b/ESM-1v/ESM-2 context without <cls>/<eos>)
@@ -147,7 +147,7 @@ class ResidueLogProbs:
         offsets = np.arange(span)
         passes = range(0, len(starts), per_pass)
         with _batch_independent(encoder), torch.inference_mode():
-            for first in tqdm(passes, desc="variant scoring", disable=not self.show_progress):
+            for first in progress_bar(passes, desc="variant scoring", enabled=self.show_progress):
                 rows = np.arange(first, min(first + per_pass, len(starts)))
                 tokens = np.empty((len(rows), width), dtype=np.int64)
                 tokens[:, 0] = self.alphabet.cls_idx
