@@ -35,6 +35,11 @@ def _app(cfg: DictConfig) -> None:
     except PreprocessError as err:
         print(f"wensu-preprocess: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # e.g. output= names a file: one line, not a traceback
+        where = err.filename or cfg.get("output")
+        cause = f"{where}: {err.strerror or err} (output= must be a writable directory)"
+        print(f"wensu-preprocess: error: {cause}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("wensu-preprocess: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
