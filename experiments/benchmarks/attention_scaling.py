@@ -16,6 +16,12 @@ quadratic for dense, linear otherwise) are recorded as skipped; a step that need
 `--mem-cap-gb` of new address space fails with an allocation error and is recorded as "oom".
 CPU flex has no backward in PyTorch, so there it is timed forward-only (inference).
 
+The chunked backend is a flash-attention-style autograd function (forward keeps one
+log-sum-exp per row, backward recomputes blocks); dense is SDPA with the materialised mask.
+CPU workers run with `--threads` intra-op threads (default 1): on a machine shared with other
+jobs, every multi-threaded op waits for all its threads to be scheduled, which costs the many
+small ops of a blocked computation far more than the few big ones of dense attention.
+
     nice .venv/bin/python -P experiments/benchmarks/attention_scaling.py          # CPU
     nice .venv/bin/python -P experiments/benchmarks/attention_scaling.py --scope layer
     .venv/bin/python -P experiments/benchmarks/attention_scaling.py --device cuda \\
@@ -93,6 +99,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+MACHINE_LOAD_NOTE = (
+    "shared machine: 2 CPU cores used by ~7 concurrent jobs while this ran; absolute times are "
+    "inflated and noisy, ratios are measured side by side in the same run"
+)
+
+
 def environment(device: torch.device) -> dict:
     """Device, library versions and the exact command, for the results JSON."""
     import wensu
@@ -112,6 +124,7 @@ def environment(device: torch.device) -> dict:
             # The CPU runs share a 2-core machine with other jobs: timings carry that noise.
             "load_average_1m_at_write": round(os.getloadavg()[0], 2),
         },
+        "machine_load": MACHINE_LOAD_NOTE if device.type == "cpu" else None,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -160,6 +173,8 @@ def measure_attention(spec: dict) -> dict:
 
     device = torch.device(spec["device"])
     seq_len, d_model, heads = spec["seq_len"], spec["d_model"], spec["heads"]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     pattern = AttentionPattern(spec["window"], spec["num_global"])
     backend = build_backend(spec["backend"], pattern, spec["block_size"])
@@ -254,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-time", type=float, default=8.0, help="keep timing up to this")
     parser.add_argument("--time-cap", type=float, default=30.0, help="max predicted s per step")
     parser.add_argument("--mem-cap-gb", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads per worker")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -292,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                     "repeats": args.repeats,
                     "min_time": args.min_time,
                     "mem_cap_gb": args.mem_cap_gb,
+                    "threads": args.threads if device.type == "cpu" else None,
                 }
                 timeout = 180 + (args.repeats + 2) * args.time_cap
                 row |= run_worker(Path(__file__), spec, timeout)
@@ -323,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
                         dense[f"{mode}_peak_bytes"] / max(fast[f"{mode}_peak_bytes"], 1), 2
                     )
     speedup_8k = ratios.get("dense_over_chunked_fwd_bwd_time", {}).get("8192")
+    memory_8k = ratios.get("dense_over_chunked_fwd_bwd_peak_memory", {}).get("8192")
     report = {
         "benchmark": "attention_scaling",
         **environment(device),
@@ -340,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             "block_size": args.block_size,
             "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
             "timing": f"best of >= {args.repeats} steps, up to 10 while under {args.min_time} s",
+            "cpu_threads_per_worker": args.threads if device.type == "cpu" else None,
             "time_cap_s": args.time_cap,
             "mem_cap_gb": args.mem_cap_gb,
             "memory": "CUDA max_memory_allocated"
@@ -353,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
             if speedup_8k is None
             else speedup_8k >= 5,
             "measured_speedup_at_8192": speedup_8k,
+            "chunked_at_least_8x_less_peak_memory_than_dense_fwd_bwd_at_8192": None
+            if memory_8k is None
+            else memory_8k >= 8,
+            "measured_memory_ratio_at_8192": memory_8k,
         },
     }
     suffix = "" if args.scope == "attention" else f"_{args.scope}"

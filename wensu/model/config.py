@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 FFN_KINDS = ("dense", "moe")
+# Backends whose work is organised in query/key blocks of attention.block_size tokens.
+BLOCKED_BACKENDS = ("chunked", "flex")
 
 
 class ConfigError(ValueError):
@@ -85,7 +87,9 @@ class AttentionConfig(PlainDictConfig):
 
     Query i sees key j iff |i - j| <= window, or i < num_global, or j < num_global, and j is
     not padding; `window=None` is full (dense) attention. `block_size` is the query block
-    length of the `chunked` backend (`flex` uses its own 128-token sparse blocks).
+    length of the `chunked` backend (`flex` uses its own 128-token sparse blocks and
+    `block_size` when it falls back to `chunked`); a window of at least one block must be a
+    whole number of blocks.
     """
 
     config_name: ClassVar[str] = "attention config"
@@ -107,6 +111,22 @@ class AttentionConfig(PlainDictConfig):
             _check_int("attention.window", self.window, 0)
         _check_int("attention.num_global", self.num_global, 0)
         _check_int("attention.block_size", self.block_size, 1)
+        self._check_blocks_fit_window()
+
+    def _check_blocks_fit_window(self) -> None:
+        """Blocked backends score whole key blocks: a window of w >= block_size tokens that is
+        not a multiple of block_size would score up to a block of keys per side for nothing."""
+        window, block = self.window, self.block_size
+        if self.backend not in BLOCKED_BACKENDS or window is None or window < block:
+            return
+        if window % block:
+            divisors = [d for d in range(min(block, window), 0, -1) if window % d == 0][:1]
+            raise ConfigError(
+                f"attention.window={window} is not a multiple of attention.block_size={block}: "
+                f"the {self.backend} backend scores whole blocks of {block} keys; use "
+                f"window={window // block * block} or {(window // block + 1) * block}, or "
+                f"block_size={divisors[0]}"
+            )
 
     @classmethod
     def coerce(cls, value: Any) -> AttentionConfig:

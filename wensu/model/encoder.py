@@ -91,6 +91,21 @@ class Encoder(nn.Module):
             x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed).clamp(min=1e-6)[:, None, None]
         return x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
+    def _check_input(self, tokens: Tensor) -> None:
+        """One-line errors for inputs the attention pattern or the device cannot take."""
+        attention = self.cfg.attention
+        if attention.window is not None and attention.num_global > tokens.shape[1]:
+            raise ValueError(
+                f"attention.num_global={attention.num_global} global tokens but the input has "
+                f"only {tokens.shape[1]} positions: global tokens must lie inside the sequence"
+            )
+        weight = self.embed_tokens.weight
+        if weight.device.type == "cpu" and weight.dtype == torch.float16:
+            raise TypeError(
+                "float16 weights on CPU are not supported: use float32 or bfloat16 on CPU "
+                "(float16 is for GPUs)"
+            )
+
     def _layer_indices(self, repr_layers: Sequence[int]) -> dict[int, int]:
         """Map each requested index (negative allowed) to 0..num_layers."""
         resolved = {}
@@ -125,6 +140,7 @@ class Encoder(nn.Module):
         """
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+        self._check_input(tokens)
         wanted = self._layer_indices(repr_layers)
         by_index: dict[int, Tensor] = {}
         seq_len = tokens.shape[1]

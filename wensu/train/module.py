@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
@@ -27,6 +26,7 @@ from wensu.alphabet import get_alphabet
 from wensu.data.masking import IGNORE_INDEX, mask_tokens
 from wensu.model import Encoder
 from wensu.model.config import EncoderConfig
+from wensu.model.lm_loss import chunked_lm_loss
 from wensu.train.metrics import MaskedLMMetric
 from wensu.train.schedule import WarmupDecay, build_scheduler
 from wensu.train.settings import (
@@ -46,11 +46,6 @@ def stream_seed(*parts: int) -> int:
     """A 63-bit seed mixing ``parts`` (non-negative ints) through numpy's SeedSequence."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
     return int(state[0] >> np.uint64(1))
-
-
-def lm_head_logits(encoder: Encoder, hidden: Tensor) -> Tensor:
-    """ESM-2 output head on final representations ``hidden [..., d]`` -> logits ``[..., V]``."""
-    return encoder.lm_head(hidden, encoder.embed_tokens.weight)
 
 
 class MaskedLMModule(LightningModule):
@@ -115,8 +110,10 @@ class MaskedLMModule(LightningModule):
         out = self.model(inputs, repr_layers=(last,), return_logits=False)
         selected = labels != IGNORE_INDEX
         targets = labels[selected]
-        logits = lm_head_logits(self.model, out["representations"][last][selected])
-        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        # Head + cross-entropy in token chunks: no [masked, vocab] logits kept for backward.
+        loss_sum, correct = chunked_lm_loss(
+            self.model, out["representations"][last][selected], targets
+        )
         count = selected.sum()
         mlm_loss = loss_sum / count.clamp(min=1)
         aux_loss = out.get("aux_loss")
@@ -127,7 +124,7 @@ class MaskedLMModule(LightningModule):
             "mlm_loss": mlm_loss,
             "aux_loss": aux_loss,
             "loss_sum": loss_sum.detach(),
-            "correct": (logits.detach().argmax(-1) == targets).sum(),
+            "correct": correct,
             "count": count,
         }
 
