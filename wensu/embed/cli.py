@@ -9,6 +9,7 @@ from typing import Any
 from wensu.embed.api import EmbedSummary, embed
 from wensu.embed.settings import EmbedError, EmbedSettings
 from wensu.embed.worker import WorkerError
+from wensu.hydra_app import exit_on_user_error, run_app
 
 
 def _run_from_config(cfg: Any) -> EmbedSummary:
@@ -26,16 +27,9 @@ def _run_from_config(cfg: Any) -> EmbedSummary:
 
 
 def _hydra_task(cfg: Any) -> None:
-    from omegaconf.errors import MissingMandatoryValue
-
     try:
-        summary = _run_from_config(cfg)
-    except MissingMandatoryValue as err:
-        print(f"error: missing required option {err.full_key}=...", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with exit_on_user_error():
+            summary = _run_from_config(cfg)
     except WorkerError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -50,11 +44,7 @@ def _hydra_task(cfg: Any) -> None:
 
 def main() -> None:
     """Console script ``wensu-embed`` (Hydra app over ``conf/embed.yaml``)."""
-    import hydra
-
-    hydra.main(config_path="pkg://wensu.conf", config_name="embed", version_base="1.3")(
-        _hydra_task
-    )()
+    run_app(_hydra_task, "embed")
 
 
 if __name__ == "__main__":

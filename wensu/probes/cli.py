@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from wensu.checkpoint import is_cell_checkpoint_file
+from wensu.hydra_app import exit_on_user_error, run_app
 from wensu.probes.cells.context import CELL_PROBES, build_cell_context
 from wensu.probes.common.context import EvalContext, ProbeResult, versions, write_json
 from wensu.probes.common.errors import EvalConfigError
@@ -143,17 +144,9 @@ def evaluate(cfg: Any) -> Path:
 
 
 def _hydra_task(cfg: Any) -> None:
-    from omegaconf.errors import MissingMandatoryValue
-
     start = time.perf_counter()
-    try:
+    with exit_on_user_error():
         report = evaluate(cfg)
-    except MissingMandatoryValue as err:
-        print(f"error: missing required option {err.full_key}=...", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(
         f"wensu-eval: report written to {report} ({time.perf_counter() - start:.1f} s)",
         file=sys.stderr,
@@ -162,11 +155,7 @@ def _hydra_task(cfg: Any) -> None:
 
 def main() -> None:
     """Console script ``wensu-eval`` (Hydra app over ``conf/eval.yaml``)."""
-    import hydra
-
-    hydra.main(config_path="pkg://wensu.conf", config_name="eval", version_base="1.3")(
-        _hydra_task
-    )()
+    run_app(_hydra_task, "eval")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from wensu.checkpoint import load_encoder_weights, save_atomic
 from wensu.model import EncoderConfig, count_parameters
+from wensu.model.layers import TransformerLayer
 from wensu.train import preflight
 from wensu.train.callbacks import LossCurve, RNGState, SampleLog, ThroughputMonitor
 from wensu.train.datamodule import ProteinDataModule
@@ -157,8 +158,6 @@ def _strategy(trainer_cfg: dict[str, Any]) -> Any:
     if trainer_cfg.get("strategy") != "fsdp":
         return trainer_cfg.get("strategy", "auto")
     from lightning.pytorch.strategies import FSDPStrategy
-
-    from wensu.model.layers import TransformerLayer
 
     options = dict(fsdp_options or {})
     return FSDPStrategy(

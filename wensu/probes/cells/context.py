@@ -19,7 +19,7 @@ from wensu.checkpoint import load_cell_checkpoint
 from wensu.data.shards import sha256_file
 from wensu.model.cell_encoder import CellCheckpointError, CellEncoder
 from wensu.model.encoder import count_parameters
-from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext
+from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext, config_fields
 from wensu.probes.common.errors import EvalConfigError
 from wensu.probes.common.settings import resolve_data_dir, resolve_device, set_cpu_threads
 
@@ -96,13 +96,9 @@ def build_cell_context(
     ctx = EvalContext(
         encoders=[],
         data_dir=resolve_cell_data_dir(cfg.data_dir, fetch=bool(cfg.get("fetch", True))),
-        data_option=cfg.data_dir,
-        fetch=bool(cfg.get("fetch", True)),
         output_dir=output,
-        seed=int(cfg.seed),
-        fast=str(cfg.subset) == "fast",
-        show_progress=bool(cfg.progress),
         checkpoint=checkpoint,
         cells=models,
+        **config_fields(cfg),
     )
     return ctx, {"device": device, "cpu_threads": threads, "max_genes": models.max_genes}

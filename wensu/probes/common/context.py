@@ -43,6 +43,18 @@ class EvalContext:
         return self.encoders[0].window
 
 
+def config_fields(cfg: Any) -> dict[str, Any]:
+    """The :class:`EvalContext` fields read straight from the ``wensu-eval`` config, the same
+    for protein and cell checkpoints."""
+    return {
+        "data_option": cfg.data_dir,
+        "fetch": bool(cfg.get("fetch", True)),
+        "seed": int(cfg.seed),
+        "fast": str(cfg.subset) == "fast",
+        "show_progress": bool(cfg.progress),
+    }
+
+
 @dataclass
 class ProbeResult:
     """What a probe reports: table rows, details for metrics.json, inputs, figures, notes."""

@@ -10,7 +10,7 @@ from wensu.datasets.location import data_root
 from wensu.embed.model import load_model
 from wensu.model import count_parameters
 from wensu.probes.common.baselines import random_init_like
-from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext
+from wensu.probes.common.context import MODEL, RANDOM_INIT, EvalContext, config_fields
 from wensu.probes.common.features import EncoderFeatures, FeatureSettings
 from wensu.probes.common.settings import resolve_device, set_cpu_threads
 
@@ -50,13 +50,9 @@ def build_protein_context(cfg: Any, output: Path) -> tuple[EvalContext, dict[str
     ctx = EvalContext(
         encoders=encoders,
         data_dir=data_root(cfg.data_dir),  # each probe's set is located when it runs
-        data_option=cfg.data_dir,
-        fetch=bool(cfg.get("fetch", True)),
         output_dir=output,
-        seed=int(cfg.seed),
-        fast=str(cfg.subset) == "fast",
-        show_progress=bool(cfg.progress),
         checkpoint=checkpoint,
+        **config_fields(cfg),
     )
     run_settings = {
         "device": device,

@@ -9,23 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def _relative(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
-
-
-def _save(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return _relative(path)
+from wensu.probes.common.figures import plt
+from wensu.probes.common.figures import save_figure as _save
 
 
 def ss_accuracy_png(path: Path, scores: dict, display: dict[str, str]) -> str:

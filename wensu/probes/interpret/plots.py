@@ -1,25 +1,13 @@
-"""Figures of the interpretability probe (matplotlib, Agg backend as in
-wensu.probes.common.report)."""
+"""Figures of the interpretability probe (matplotlib, Agg backend: wensu.probes.common.figures)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def save_figure(fig, path: Path) -> str:
-    """Write ``fig`` as PNG and close it; returns ``<folder>/<name>`` (report.md link)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"{path.parent.name}/{path.name}"
+from wensu.probes.common.figures import plt, save_figure
 
 
 def head_heatmap_png(path: Path, precisions: dict[str, np.ndarray], title: str) -> str:

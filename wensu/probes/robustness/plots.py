@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wensu.probes.interpret.plots import plt, save_figure
+from wensu.probes.common.figures import plt, save_figure
 
 PANELS = (
     ("substitution", ("substitution",), "share of residues substituted"),

@@ -6,21 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from wensu.probes.variants.data import AMINO_ACIDS, VariantSet  # noqa: E402
+from wensu.probes.common.figures import plt, save_figure
+from wensu.probes.variants.data import AMINO_ACIDS, VariantSet
 
 
 def _save(fig, path: Path) -> str:
     """Write the figure; return its file name (callers prefix their folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path.name
 
 
