@@ -14,10 +14,10 @@ from typing import Any
 from tqdm import tqdm
 
 
-def interactive() -> bool:
-    """Whether stderr is a terminal (where a live bar is readable)."""
+def interactive(stream: Any = None) -> bool:
+    """Whether ``stream`` (default stderr) is a terminal, where a live bar is readable."""
     try:
-        return sys.stderr.isatty()
+        return (stream or sys.stderr).isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
         return False
 

@@ -12,6 +12,7 @@ them in one line. The run directory receives::
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from wensu.checkpoint import load_encoder_weights, save_atomic
 from wensu.model import EncoderConfig, count_parameters
 from wensu.model.layers import TransformerLayer
+from wensu.progress import interactive
 from wensu.train import preflight
 from wensu.train.callbacks import LossCurve, RNGState, SampleLog, ThroughputMonitor
 from wensu.train.datamodule import ProteinDataModule
@@ -234,6 +236,8 @@ def _callbacks(settings: Mapping[str, Any], run_dir: Path, baseline_loss: float 
 def build_trainer(prepared: Prepared, baseline_loss: float | None) -> Trainer:
     settings, run_dir = prepared.settings, prepared.run_dir
     trainer_cfg = dict(settings["trainer"])
+    if not interactive(sys.stdout):  # Lightning's bar: live on a terminal, not in a log file
+        trainer_cfg["enable_progress_bar"] = False
     strategy = _strategy(trainer_cfg)
     trainer_cfg["strategy"] = strategy
     plugins = [] if not isinstance(strategy, str) else [AtomicCheckpointIO()]
