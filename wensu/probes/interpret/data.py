@@ -73,6 +73,10 @@ def read_proteins(
     file, a record with characters outside the protein alphabet, or duplicate ids.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ProbeDataError(
+            f"input {path}: not a regular file (a pipe, FIFO or device): save it to a file first"
+        )
     if not path.is_file():
         raise ProbeDataError(f"input {path}: no such file")
     table = read_label_tsv(label_tsv) if label_tsv else None
