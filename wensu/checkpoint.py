@@ -91,6 +91,19 @@ def unreadable_reason(error: BaseException) -> str:
     return f"not a readable checkpoint ({first.strip()})"
 
 
+def read_or_refuse(
+    path: Path, error: type[ValueError], missing: str = "no such checkpoint file"
+) -> Any:
+    """:func:`read_checkpoint`, with a missing or unreadable (or unsafe) file raised as
+    ``error`` in one line naming it."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return read_checkpoint(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise error(f"{path}: {unreadable_reason(err)}") from None
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """The object stored at ``path``, read the one way wensu reads checkpoints: tensors only
     (``weights_only=True``: no code from the file runs) and memory-mapped (``mmap=True``: a
@@ -176,12 +189,7 @@ def _load_state(encoder: Encoder, state: Mapping[str, torch.Tensor], source: str
 def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``model`` hyper-parameters stored in a wensu checkpoint (tensors are memory-mapped)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = read_checkpoint(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: {unreadable_reason(error)}") from None
+    checkpoint = read_or_refuse(path, CheckpointError)
     if not is_wensu_checkpoint(checkpoint):
         raise CheckpointError(
             f"{path}: not a wensu training checkpoint (no model hyper-parameters)"
@@ -307,12 +315,7 @@ def is_cell_checkpoint_file(path: str | os.PathLike) -> bool:
 def read_cell_checkpoint(path: Path) -> dict:
     """The loaded checkpoint at ``path`` when it is a pretrained cell encoder; otherwise a
     :class:`CellCheckpointError` naming the file and what it holds instead."""
-    if not path.is_file():
-        raise CellCheckpointError(f"{path}: no such cell checkpoint file")
-    try:
-        checkpoint = read_checkpoint(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CellCheckpointError(f"{path}: {unreadable_reason(error)}") from None
+    checkpoint = read_or_refuse(path, CellCheckpointError, "no such cell checkpoint file")
     if checkpoint_kind(checkpoint) != CELL_KIND:
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
         if isinstance(hparams, Mapping) and hparams.get("kind") == "cells_classifier":
@@ -395,12 +398,7 @@ def load_cell_classifier(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     from wensu.model.cell_classifier import CLASSIFIER_KIND, CellClassifier
 
     path = Path(path)
-    if not path.is_file():
-        raise CellCheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = read_checkpoint(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CellCheckpointError(f"{path}: {unreadable_reason(error)}") from None
+    checkpoint = read_or_refuse(path, CellCheckpointError)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
     kind = hparams.get("kind") if isinstance(hparams, Mapping) else None
     if kind == CELL_KIND:
