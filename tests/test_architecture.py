@@ -47,12 +47,7 @@ CLI_ENTRY_MODULES = {"wensu.train.cli", "wensu.probes.cli", "wensu.embed.cli"}
 
 # Known arrows that break a rule and are not fixed yet; each names why. Remove an entry once
 # the arrow is gone (work in flight may remove it first, so a missing arrow does not fail).
-KNOWN_VIOLATIONS = {
-    # The cell-type probe reads labelled .h5ad files with the preprocessing reader (H5adCells);
-    # moving the h5ad reader below preprocessing (wensu.data) is the fix, left while the
-    # preprocessing work on that reader is in flight.
-    ("wensu.probes.cells.baselines", "wensu.preprocessing.cells.h5ad"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
 # Import circles not broken yet: a circle whose modules all lie in one of these sets.
 KNOWN_CIRCLES = [

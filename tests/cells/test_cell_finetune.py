@@ -30,7 +30,8 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
-    return tiny_pretrained(tmp_path_factory.mktemp("pre") / "pretrained.ckpt")
+    # seed 7: the twin's fresh weights (seed 0) must differ from these "pretrained" ones
+    return tiny_pretrained(tmp_path_factory.mktemp("pre") / "pretrained.ckpt", seed=7)
 
 
 def _args(pretrained: Path, run_dir: Path, files: str | None = None) -> list[str]:
@@ -170,3 +171,18 @@ def test_panel_augmentation_is_deterministic_and_validation_is_fixed():
     assert len(first["genes"]) <= 32 and first["bins"].min() >= 1
     val = ClassifyExamples(data, np.arange(20), train=False, **common)
     assert val[(0, 0, 5)]["genes"].tolist() == val[(4, 0, 5)]["genes"].tolist()
+
+
+def test_last_k_layers_freezes_the_rest():
+    from wensu.model.cell_classifier import CellClassifier
+    from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig
+
+    cfg = CellEncoderConfig(vocab_size=20, num_layers=3, d_model=16, num_heads=2, ffn_dim=32)
+    classifier = CellClassifier(CellEncoder(cfg), num_classes=3)
+    classifier.freeze_below(1)
+    trainable = {n for n, p in classifier.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        n.startswith(("encoder.layers.2.", "encoder.final_layer_norm", "head.")) for n in trainable
+    )
+    with pytest.raises(ValueError, match="train_layers must be in 0..3"):
+        classifier.freeze_below(4)

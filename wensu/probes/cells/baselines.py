@@ -62,27 +62,36 @@ class LabelledCells:
 
 
 def load_labelled(
-    path: str | Path, label_column: str = "cell_type_coarse", *, drop_flags: Sequence[str] = ()
+    path: str | Path,
+    label_column: str = "cell_type_coarse",
+    *,
+    drop_flags: Sequence[str] = (),
+    gene_column: str | None = None,
 ) -> LabelledCells:
     """Cells of one .h5ad with a usable label (not empty/"Unknown"); ``drop_flags`` names obs
-    bool columns whose True cells are left out (e.g. cells duplicated in another test file)."""
-    from wensu.preprocessing.cells.h5ad import H5adCells, ReadOptions
+    bool columns whose True cells are left out (e.g. cells duplicated in another test file).
+    ``gene_column`` names the ``var`` column of gene ids (symbols, or Ensembl ids with a symbol
+    column; default ``var_names``). Read and checked by :func:`wensu.data.cell_inputs.
+    read_cell_file` (raw counts or log-normalised values; errors name the file)."""
+    import anndata
 
-    options = ReadOptions(label_columns=(label_column,), on_missing_label="error")
-    with H5adCells(path, options) as cells:
-        keep = ~np.isin(cells.labels[label_column], UNUSABLE_LABELS)
+    from wensu.data.cell_inputs import CellFileSpec, read_cell_file
+
+    cells = read_cell_file(CellFileSpec(Path(path), label_column), gene_column=gene_column)
+    keep = ~np.isin(cells.labels, UNUSABLE_LABELS)
+    if drop_flags:
+        obs = anndata.read_h5ad(path, backed="r").obs
         for flag in drop_flags:
-            if flag in cells.obs:
-                keep &= ~cells.obs[flag].fillna(False).astype(bool).to_numpy()
-        counts = cells.read_rows(0, cells.n_cells)
-        return LabelledCells(
-            cells.dataset,
-            counts[keep],
-            cells.symbols,
-            cells.labels[label_column][keep],
-            cells.donors[keep],
-            cells.cell_ids[keep],
-        )
+            if flag in obs:
+                keep &= ~obs[flag].fillna(False).astype(bool).to_numpy()
+    return LabelledCells(
+        cells.name,
+        cells.values[keep].tocsr(),
+        cells.genes,
+        cells.labels[keep],
+        cells.donors[keep],
+        cells.cell_ids[keep],
+    )
 
 
 def concat(parts: Sequence[LabelledCells], name: str) -> LabelledCells:

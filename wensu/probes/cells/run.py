@@ -22,10 +22,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wensu.data.cell_inputs import CellFileSpec, parse_file_spec
 from wensu.data.cell_split import SplitRouter
 from wensu.probes.cells.baselines import (
     DEFAULT_CS,
@@ -53,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "label_column": "cell_type_coarse",
     "train_files": [],
     "test_files": [],
+    "gene_column": None,
     "merges": {},
     "within": None,
     "within_test_fraction": 0.2,
@@ -60,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "max_donors": None,
     "max_cells_per_file": None,
     "min_shared_fraction": 0.9,
+    "min_shared_genes": 50,
     "n_hvg": 2000,
     "n_pcs": 50,
     "Cs": list(DEFAULT_CS),
@@ -67,6 +71,25 @@ DEFAULTS: dict[str, Any] = {
     "embedding_plot_cells": 6000,
     "layers": None,
 }
+
+
+def input_file(entry: str, folder: Path, label_column: str) -> CellFileSpec:
+    """A ``train_files``/``test_files`` entry: a built-in file stem in ``<data_dir>/singlecell``
+    or any ``.h5ad`` path, either optionally followed by ``:obs_column`` (that file's labels)."""
+    spec = parse_file_spec(str(entry), label_column)
+    if spec.path.suffix != ".h5ad" and not spec.path.exists():
+        builtin = parse_file_spec(f"{folder / spec.path.name}.h5ad", label_column)
+        if not builtin.path.is_file():
+            head, _, column = str(entry).rpartition(":")
+            if head and (folder / f"{head}.h5ad").is_file():
+                return CellFileSpec(folder / f"{head}.h5ad", column)
+            raise ProbeDataError(
+                f"probe.cell_type: {entry!r} is neither a file in {folder} nor an .h5ad path"
+            )
+        return builtin
+    if not spec.path.is_file():
+        raise ProbeDataError(f"{spec.path}: cell-type probe input not found")
+    return spec
 
 
 def _settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,25 +213,30 @@ def _run(ctx: EvalContext, settings: dict) -> ProbeResult:
     result = ProbeResult("cell_type")
     loaded: dict[str, LabelledCells] = {}
 
-    def load(name: str) -> LabelledCells:
-        if name not in loaded:
-            path = folder / f"{name}.h5ad"
-            if not path.is_file():
-                raise ProbeDataError(f"{path}: cell-type probe input not found")
-            result.inputs.append(path)
-            cells = load_labelled(path, s["label_column"])
-            loaded[name] = stable_cell_subset(cells, s["max_cells_per_file"])
-        return loaded[name]
+    def load(entry: str) -> LabelledCells:
+        if entry not in loaded:
+            spec = input_file(entry, folder, s["label_column"])
+            result.inputs.append(spec.path)
+            cells = load_labelled(spec.path, spec.label_column, gene_column=s["gene_column"])
+            loaded[entry] = stable_cell_subset(cells, s["max_cells_per_file"])
+        return loaded[entry]
 
     embedder = _Embedder(ctx)
     tasks: dict[str, dict] = {}
     train_parts = [load(n) for n in s["train_files"]]
-    train = concat(train_parts, "+".join(s["train_files"]))
+    train = concat(train_parts, "+".join(p.name for p in train_parts))
     train_genes = train.genes
-    for name in s["test_files"]:
-        test = load(name)
+    for entry in s["test_files"]:
+        test = load(entry)
+        name = test.name
         merge = dict(s["merges"].get(name) or {})
         shared = common_genes(train, test)
+        if len(shared) < s["min_shared_genes"]:
+            raise ProbeDataError(
+                f"{test.name}: shares only {len(shared)} genes with the training files "
+                f"(min_shared_genes={s['min_shared_genes']}); check gene_column (symbols or "
+                "Ensembl ids)"
+            )
         enough = len(shared) >= s["min_shared_fraction"] * len(train_genes)
         genes_for_train = train_genes if enough else shared
         scores = _task(
@@ -316,8 +344,9 @@ def _report(ctx, result, s, tasks, embedder, train, train_parts, train_genes) ->
     info = ctx.cells.info
     holdout = (info.get("dataset") or {}).get("holdout") or {}
     held = set(holdout.get("datasets") or [])
-    unseen = [n for n in s["test_files"] if n in held and holdout.get("split") == "test"]
-    seen = [n for n in s["test_files"] if n not in unseen]
+    names = [parse_file_spec(str(e)).name for e in s["test_files"]]
+    unseen = [n for n in names if n in held and holdout.get("split") == "test"]
+    seen = [n for n in names if n not in unseen]
     exposure = (
         f"Pretraining did not see the expression of the cross-dataset test files {unseen} "
         f"(held out to the test split of the pretraining data)."
