@@ -5,11 +5,11 @@ then dies. The estimate per process is
 
 * parameters, gradients and AdamW's two moments (counted exactly on a ``meta``-device model);
 * activations kept for the backward pass: ``tokens x layers x per-token cost``, where the
-  per-token cost of one layer is ``9 d_model + 2 ffn_dim`` values (+ ``0.7 heads x (window +
-  globals)`` for windowed attention), fitted to the fwd+bwd peaks measured in
-  ``experiments/results/longest_context_cpu.json`` (esm2_8m and esm2_35m, dense and chunked,
-  within 4% for dense); with activation checkpointing only each layer's input is kept plus one
-  layer's full activations;
+  per-token cost of one layer is ``9 d_model + 2 ffn_dim`` values, fitted to the fwd+bwd peaks
+  measured in ``experiments/results/longest_context_cpu.json`` (esm2_8m and esm2_35m, dense,
+  within 4%) and matching the flash-style windowed backends
+  (``longest_context_lean_cpu.json``); with activation checkpointing only each layer's input
+  is kept plus one layer's full activations;
 * the logits and their gradient.
 
 It is compared with the memory available now (``MemAvailable`` and the cgroup limit on CPU,
@@ -31,7 +31,6 @@ GB = 1e9
 HALF_PRECISIONS = ("16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true")
 TRUE_HALF = ("16-true", "bf16-true")
 DENSE_VALUES_PER_D = 9  # per layer and token: 9 x d_model + 2 x ffn_dim values (fit, see above)
-WINDOW_FACTOR = 0.7  # per layer and token: 0.7 x heads x (window + globals) values (fit)
 
 
 @dataclass
@@ -70,10 +69,9 @@ def estimate(config: EncoderConfig, tokens: int, precision: str) -> Estimate:
     static = parameters * (weight + weight + 2 * weight)  # weights, grads, AdamW exp_avg(_sq)
     value = 2 if precision in HALF_PRECISIONS else 4
     ffn = config.ffn_dim * (config.moe_top_k if config.ffn == "moe" else 1)
+    # Windowed backends (chunked, flex) keep only q, k, v, the output and one log-sum-exp per
+    # row for backward (flash-style), so attention adds nothing per window key.
     layer = DENSE_VALUES_PER_D * config.d_model + 2 * ffn
-    attention = config.attention
-    if attention.window is not None and attention.backend != "dense":
-        layer += WINDOW_FACTOR * config.num_heads * (attention.window + attention.num_global)
     logits = 3 * config.vocab_size * 4  # float32 logits, log-softmax and their gradient
     per_token = config.num_layers * layer * value + logits
     checkpointed = config.num_layers * config.d_model * value + layer * value + logits
