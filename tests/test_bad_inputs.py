@@ -10,7 +10,6 @@ a few minutes on 2 shared cores.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -25,10 +24,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers_embed import real_records, write_fasta
 
 from wensu.checkpoint import lightning_checkpoint, save_atomic
 from wensu.model import Encoder, EncoderConfig
-from wensu.resources import default_fasta
 
 BIN = Path(sys.executable).parent
 TINY_TRAIN = ["data.max_tokens=2048", "data.crop_length=128", "data.num_workers=0", "threads=1",
@@ -52,14 +51,14 @@ class Workspace:
 
     def __init__(self, root: Path):
         self.root = root
-        self.records = _first_records(40)
-        self.fasta = _write_fasta(root / "sample.fasta", self.records)
-        self.mixed = _write_fasta(
+        self.records = real_records(40, max_length=250)
+        self.fasta = write_fasta(root / "sample.fasta", self.records)
+        self.mixed = write_fasta(
             root / "mixed.fasta", [*self.records[:6], ("bad1", "MKV1J"), ("bad2", "MK*V")]
         )
         self.empty = root / "empty.fasta"
         self.empty.write_bytes(b"")
-        self.invalid = _write_fasta(root / "invalid.fasta", [("x", "MK1V"), ("y", "12")])
+        self.invalid = write_fasta(root / "invalid.fasta", [("x", "MK1V"), ("y", "12")])
         self.fifo = root / "pipe.fasta"
         os.mkfifo(self.fifo)
         self.a_file = root / "a_file"
@@ -75,7 +74,7 @@ class Workspace:
         self.embedded = root / "embedded.h5"
         result = _run("wensu-embed", self._embed_args(self.fasta, self.embedded), root)
         assert result.returncode == 0, result.stderr[-2000:]
-        self.changed = _write_fasta(
+        self.changed = write_fasta(
             root / "changed.fasta", [(self.records[0][0], "MKTAYIAKQRQISFVKSHFSRQ")]
         )
         self.nan_h5ad, self.empty_h5ad = _h5ad(root / "nan.h5ad", np.nan), _h5ad(root / "none.h5ad")
@@ -84,26 +83,6 @@ class Workspace:
     def _embed_args(self, fasta: Path, output: Path, *extra: str) -> list[str]:
         return [f"checkpoint={self.checkpoint}", f"input={fasta}", f"output={output}",
                 "progress=false", *extra]  # fmt: skip
-
-
-def _first_records(count: int) -> list[tuple[str, str]]:
-    records, header, parts = [], None, []
-    with gzip.open(default_fasta(), "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if header and len("".join(parts)) <= 250:
-                    records.append((header, "".join(parts)))
-                if len(records) == count:
-                    break
-                header, parts = line[1:].split()[0].split("|")[1], []
-            else:
-                parts.append(line.strip())
-    return records
-
-
-def _write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f">{rid}\n{seq}\n" for rid, seq in records))
-    return path
 
 
 class _Payload:
