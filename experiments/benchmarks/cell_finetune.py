@@ -18,6 +18,7 @@ Stages (each writes JSON under --work; ``report`` collects them into experiments
     python experiments/benchmarks/cell_finetune.py baselines --seeds 0 1 2
     python experiments/benchmarks/cell_finetune.py finetune --checkpoint PRE.ckpt --arm pretrained \
         --seed 0 [wensu-train overrides ...]
+    python experiments/benchmarks/cell_finetune.py evaluate --arm pretrained --seed 0
     python experiments/benchmarks/cell_finetune.py report --pretrain-log /tmp/cells17/pretrain.log
 """
 
@@ -231,16 +232,21 @@ def report(work: Path, seeds: list[int], pretrain_log: Path | None) -> dict:
 
     methods: dict[str, dict[str, dict]] = {}
     confusions = []
+    missing = []
     for seed in seeds:
-        baselines = json.loads((work / f"baselines_seed{seed}.json").read_text())
+        path = work / f"baselines_seed{seed}.json"
+        if not path.is_file():
+            missing.append(path.name)
+        baselines = json.loads(path.read_text()) if path.is_file() else {}
         for name, row in baselines.items():
             for method in ("LR-HVG", "L1-LR", "kNN-PCA"):
                 methods.setdefault(method, {}).setdefault(name, {})[seed] = row[method]
         for arm, label in (("pretrained", "wensu-finetuned"), ("random", "random-init")):
             run_dir = work / f"{arm}_seed{seed}"
             cached = run_dir / "test_metrics.json"
-            if not cached.is_file():
-                cached.write_text(json.dumps(evaluate_run(run_dir)))
+            if not cached.is_file():  # `evaluate` stage not run (or not finished) for it
+                missing.append(str(cached))
+                continue
             summary = json.loads((run_dir / "summary.json").read_text())
             for name, metrics in json.loads(cached.read_text()).items():
                 metrics["finetune_cpu_seconds"] = summary["cpu_seconds_this_session"]
@@ -292,6 +298,7 @@ def report(work: Path, seeds: list[int], pretrain_log: Path | None) -> dict:
         "seeds": seeds,
         "table": table,
         "goal_met_per_test_file": goal,
+        "missing": missing,
         "cpu": cpu,
         "per_seed": methods,
         "machine": {
@@ -304,13 +311,40 @@ def report(work: Path, seeds: list[int], pretrain_log: Path | None) -> dict:
         "command": " ".join(sys.argv),
     }
     (RESULTS / "results.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "table.md").write_text(markdown_table(table))
     return result
+
+
+def markdown_table(table: dict) -> str:
+    """macro-F1 / accuracy, mean +- std over seeds, one row per method, one column per file."""
+    short = {"zheng2017_sorted_mudan_2140": "Zheng mudan", "zheng2017_sorted_garnett_800":
+             "Zheng garnett", "pbmc_10x_3pv1_3pv2_5p_symphony_1500": "Symphony",
+             "pbmc4k_10x_soupx_2170": "PBMC4k"}  # fmt: skip
+    lines = [
+        "| method (macro-F1 / accuracy) | " + " | ".join(short[n] for n in TEST_FILES) + " |",
+        "|---" * (len(TEST_FILES) + 1) + "|",
+    ]
+    for method in ("wensu-finetuned", "random-init", "LR-HVG", "L1-LR", "kNN-PCA"):
+        if method not in table:
+            continue
+        cells = []
+        for name in TEST_FILES:
+            row = table[method].get(name)
+            if row is None:
+                cells.append("—")
+                continue
+            f1, acc = row["macro_f1"], row["accuracy"]
+            cells.append(
+                f"{f1['mean']:.3f} ± {f1['std']:.3f} / {acc['mean']:.3f} ± {acc['std']:.3f}"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("baselines", "finetune", "report"))
+    parser.add_argument("stage", choices=("baselines", "finetune", "evaluate", "report"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm", choices=("pretrained", "random"), default="pretrained")
@@ -326,6 +360,9 @@ def main() -> None:
                 run_baselines(seed, args.work / f"baselines_seed{seed}.json")
         elif args.stage == "finetune":
             run_finetune(args.checkpoint, args.arm, args.seed, args.work, extra)
+        elif args.stage == "evaluate":
+            run_dir = args.work / f"{args.arm}_seed{args.seed}"
+            (run_dir / "test_metrics.json").write_text(json.dumps(evaluate_run(run_dir)))
         else:
             print(json.dumps(report(args.work, args.seeds, args.pretrain_log)["table"], indent=1))
 

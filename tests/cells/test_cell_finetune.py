@@ -59,7 +59,7 @@ def _args(pretrained: Path, run_dir: Path, files: str | None = None) -> list[str
 @pytest.fixture(scope="module")
 def reference_run(pretrained, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finetune") / "run"
-    result = run_train(_args(pretrained, run_dir), run_dir.parent)
+    result = run_train(_args(pretrained, run_dir), run_dir.parent, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -89,10 +89,10 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, pretrained, tmp_p
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
     process = start_train(_args(pretrained, run_dir), tmp_path, tmp_path / "first.log")
-    kill_once_written(process, last)
+    kill_once_written(process, last, timeout=900)
     killed_at = torch.load(last, weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS
-    result = run_train(_args(pretrained, run_dir), tmp_path)
+    result = run_train(_args(pretrained, run_dir), tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"] == str(last) and summary["global_step"] == STEPS
@@ -107,7 +107,7 @@ def test_random_init_twin_and_early_stopping(pretrained, tmp_path):
     # patience=1 validation without improvement (the 2nd of 2 possible).
     args = _args(pretrained, tmp_path / "twin")
     args += ["finetune.pretrained=false", "finetune.patience=1", "optim.lr=1e-30"]
-    result = run_train(args, tmp_path)
+    result = run_train(args, tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "twin" / "summary.json").read_text())
     assert summary["pretrained"] is False and summary["global_step"] == 12
@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_with_exit_2(pretrained, tmp_path):
         (_args(pretrained, tmp_path / "d", str(tmp_path / "missing.h5ad")), "no such .h5ad"),
     ]
     for args, message in cases:
-        result = run_train(args, tmp_path)
+        result = run_train(args, tmp_path, timeout=600)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert message in lines[-1], lines[-1]

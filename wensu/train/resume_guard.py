@@ -42,17 +42,22 @@ RUN_OUTPUTS = ("checkpoints", "logs", "tensorboard", "samples", RUN_INFO, "summa
 def fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a run's results depend on, as plain JSON values."""
     data = settings["data"]
-    dataset_dir = check_dataset_dir(data)
-    manifest = dataset_dir / MANIFEST_NAME
     trainer = settings["trainer"]
     schedule = dict(settings["schedule"])
     schedule["horizon"] = schedule.get("total_steps") or trainer.get("max_steps")
+    if data.get("kind") == "cells_labelled":  # cell fine-tuning: labelled .h5ad files
+        dataset = {"train_files": list(data.get("train_files") or [])}
+        dataset["finetune"] = settings.get("finetune")
+    else:
+        dataset_dir = check_dataset_dir(data)
+        manifest = dataset_dir / MANIFEST_NAME
+        dataset = {
+            "dir": str(dataset_dir.resolve()),
+            "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+        }
     return _plain(
         {
-            "dataset": {
-                "dir": str(dataset_dir.resolve()),
-                "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
-            },
+            "dataset": dataset,
             "model": settings["model"],
             "seed": settings["seed"],
             "init_from": settings.get("init_from"),
