@@ -37,6 +37,7 @@ from wensu.train.cell_labelled_data import (
     load_labelled_tokens,
 )
 from wensu.train.errors import TrainConfigError, UsageError
+from wensu.train.resume_guard import record_run_info
 from wensu.train.run_info import git_commit, package_versions, write_json
 from wensu.train.settings import OptimSettings, ScheduleSettings, build_section
 
@@ -243,8 +244,9 @@ def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, An
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=prepared.finetune.patience)
     trainer.callbacks.insert(0, stopper)
     if _is_rank_zero():
-        write_json(
-            run_dir / "run_info.json",
+        record_run_info(  # keeps earlier sessions and the resume fingerprint
+            settings,
+            run_dir,
             {
                 "kind": LABELLED_KIND,
                 "git": git_commit(),
