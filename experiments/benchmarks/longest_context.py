@@ -125,6 +125,16 @@ def projected_tokens(rows: list[dict], cap_bytes: float) -> dict | None:
     return {"tokens": int(tokens), "peak_growth_exponent": round(exponent, 2)}
 
 
+def select(results: list[dict], model: str, backend: str, checkpointing: bool) -> list[dict]:
+    """The successful rows of one (model, backend, checkpointing) run."""
+    key = (model, backend, checkpointing, "ok")
+    return [
+        r
+        for r in results
+        if (r["model"], r["backend"], r["activation_checkpointing"], r["status"]) == key
+    ]
+
+
 def doubling(start: int, stop: int) -> list[int]:
     return [start << i for i in range(64) if start << i <= stop]
 
@@ -214,6 +224,43 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     results: list[dict] = []
     summary: dict[str, dict] = {}
+
+    def write_report() -> Path:
+        """Results so far (rewritten after every row, so an interrupted search keeps them)."""
+        report = {
+            "benchmark": "longest_context",
+            **environment(device),
+            "machine_load": MACHINE_LOAD_NOTE if device.type == "cpu" else None,
+            "setup": {
+                "what": "one training step as wensu-train takes it (MaskedLMModule.masked_lm_step: "
+                "15% masking, encoder, chunked LM head + cross-entropy; then backward; no "
+                "optimizer), batch 1, random residues",
+                "window": args.window,
+                "num_global": args.num_global,
+                "block_size": args.block_size,
+                "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
+                "activation_checkpointing": args.checkpointing,
+                "cpu_threads_per_worker": args.threads if device.type == "cpu" else None,
+                "ram_cap_gb": args.mem_cap_gb if device.type == "cpu" else "GPU memory",
+                "memory": "peak RSS above the pre-step RSS (VmHWM)"
+                if device.type == "cpu"
+                else "CUDA max_memory_allocated",
+                "time_cap_s": args.time_cap,
+                "budget_s": args.budget,
+                "doubling_from": args.start,
+                "cpu_flex": None
+                if device.type == "cuda"
+                else "not run: no FlexAttention backward on CPU; flex trains via chunked on CPU",
+            },
+            "summary": summary,
+            "goals": goals(summary),
+            "results": results,
+        }
+        out = args.out or DEFAULT_OUT / f"longest_context_{device.type}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return out
+
     for done, (model, backend, checkpointing) in enumerate(runs):
         label = f"{model}/{backend}/checkpointing_{'on' if checkpointing else 'off'}"
         window = None if backend == "dense" else args.window
@@ -260,50 +307,19 @@ def main(argv: list[str] | None = None) -> None:
             row |= run_worker(Path(__file__), spec, timeout=120 + 3 * args.time_cap)
             results.append(row)
             print(json.dumps(row), flush=True)
+            summary[label] = summarize(
+                select(results, model, backend, checkpointing), "", cap_bytes
+            )
+            write_report()
             if row["status"] != "ok":
                 reason = f"{row['status']} at {seq_len} tokens"
                 break
             last = row
-        ok_rows = [
-            r
-            for r in results
-            if (r["model"], r["backend"], r["activation_checkpointing"], r["status"])
-            == (model, backend, checkpointing, "ok")
-        ]
-        summary[label] = summarize(ok_rows, reason, cap_bytes)
+        summary[label] = summarize(
+            select(results, model, backend, checkpointing), reason, cap_bytes
+        )
 
-    report = {
-        "benchmark": "longest_context",
-        **environment(device),
-        "machine_load": MACHINE_LOAD_NOTE if device.type == "cpu" else None,
-        "setup": {
-            "what": "one training step as wensu-train takes it (MaskedLMModule.masked_lm_step: "
-            "15% masking, encoder, chunked LM head + cross-entropy; then backward; no "
-            "optimizer), batch 1, random residues",
-            "window": args.window,
-            "num_global": args.num_global,
-            "block_size": args.block_size,
-            "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
-            "activation_checkpointing": args.checkpointing,
-            "cpu_threads_per_worker": args.threads if device.type == "cpu" else None,
-            "ram_cap_gb": args.mem_cap_gb if device.type == "cpu" else "GPU memory",
-            "memory": "peak RSS above the pre-step RSS (VmHWM)"
-            if device.type == "cpu"
-            else "CUDA max_memory_allocated",
-            "time_cap_s": args.time_cap,
-            "budget_s": args.budget,
-            "doubling_from": args.start,
-            "cpu_flex": None
-            if device.type == "cuda"
-            else "not run: no FlexAttention backward on CPU; flex trains via chunked on CPU",
-        },
-        "summary": summary,
-        "goals": goals(summary),
-        "results": results,
-    }
-    out = args.out or DEFAULT_OUT / f"longest_context_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report()
     print(f"wrote {out}")
 
 
