@@ -41,7 +41,7 @@ def kill_midway(checkpoint: Path, fasta: Path, output: Path, options: dict, slee
     try:
         seen = 0
         for line in proc.stderr:
-            seen += SLEEP_AFTER_ENV in line
+            seen += line.count(SLEEP_AFTER_ENV)  # two writers may share one line
             if seen == sleepers:
                 break
         children = _children(proc.pid)
