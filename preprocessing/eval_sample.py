@@ -31,8 +31,16 @@ SCOP = "sequences/scop_mmseqs2/mmseqs2_DB_scop_domains.fasta.gz"
 VARIANT_SET = "BLAT_ECOLX_Jacquier_2013"
 
 SIZES = {
-    "flip_train": 170, "flip_valid": 50, "flip_test": 20, "cullpdb": 260, "cb513": 100,
-    "cath": 24, "pdb_entries": 14, "amr_per_class": 20, "amr_other": 70, "scop": 160,
+    "flip_train": 170,
+    "flip_valid": 50,
+    "flip_test": 20,
+    "cullpdb": 260,
+    "cb513": 100,
+    "cath": 24,
+    "pdb_entries": 14,
+    "amr_per_class": 20,
+    "amr_other": 70,
+    "scop": 160,
 }
 
 
@@ -66,13 +74,19 @@ def _fasta_records(text: str) -> list[tuple[str, str]]:
 
 def flip_zip(data: Path, out: Path) -> dict:
     with zipfile.ZipFile(data / FLIP_ZIP) as archive:
-        members = {m: archive.read(f"splits/{m}.fasta").decode() for m in ("sequences", "sampled", "mask")}
+        members = {
+            m: archive.read(f"splits/{m}.fasta").decode() for m in ("sequences", "sampled", "mask")
+        }
     labels = _fasta_records(members["sampled"])
     split_of = {}
     for header, _ in labels:
         name, *tags = header[1:].split()
         tags = dict(t.split("=", 1) for t in tags)
-        split = "test" if tags["SET"] == "test" else ("valid" if tags["VALIDATION"] == "True" else "train")
+        split = (
+            "test"
+            if tags["SET"] == "test"
+            else ("valid" if tags["VALIDATION"] == "True" else "train")
+        )
         split_of[name] = split
     keep: set[str] = set()
     for split in ("train", "valid", "test"):
@@ -93,7 +107,7 @@ def flip_zip(data: Path, out: Path) -> dict:
 
 
 def csv_rows_gz(data: Path, out: Path, rel: str, limit: int, key_column: int) -> int:
-    """Keep the header and the ``limit`` rows with the smallest CRC32 of one column, in file order."""
+    """The header and the ``limit`` rows of smallest CRC32 of one column, in file order."""
     text = gzip.decompress((data / rel).read_bytes()).decode()
     lines = text.splitlines(keepends=True)
     header, rows = lines[0], lines[1:]
@@ -158,8 +172,12 @@ def amr_table(data: Path, out: Path) -> dict:
         chosen += picked
     chosen += sorted(other, key=lambda i: _crc(lines[i]))[: SIZES["amr_other"]]
     _write(out, AMR_TSV, (lines[0] + "".join(lines[i] for i in sorted(chosen))).encode())
-    return {"proteins": len(chosen), "classes": sum(1 for f in by_class.values()
-                                                   if sum(map(len, f.values())) >= SIZES["amr_per_class"])}
+    return {
+        "proteins": len(chosen),
+        "classes": sum(
+            1 for f in by_class.values() if sum(map(len, f.values())) >= SIZES["amr_per_class"]
+        ),
+    }
 
 
 def scop(data: Path, out: Path) -> int:
@@ -179,9 +197,11 @@ def variants(data: Path, out: Path) -> str:
 
 def build(data: Path, out: Path) -> dict:
     contents = {
-        "ss": {"flip": flip_zip(data, out),
-               "cullpdb": csv_rows_gz(data, out, CULLPDB, SIZES["cullpdb"], key_column=1),
-               "cb513": csv_rows_gz(data, out, CB513, SIZES["cb513"], key_column=0)},
+        "ss": {
+            "flip": flip_zip(data, out),
+            "cullpdb": csv_rows_gz(data, out, CULLPDB, SIZES["cullpdb"], key_column=1),
+            "cb513": csv_rows_gz(data, out, CB513, SIZES["cb513"], key_column=0),
+        },
         "contacts": {"cath103": cath_json(data, out), "pdb_entries": pdb_entries(data, out)},
         "amr": amr_table(data, out),
         "scop": {"sequences": scop(data, out)},
