@@ -15,12 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from wensu.atomic import write_text_atomic
+
+# How AnnData files name genes: Ensembl ids (version suffix optional) or symbols, the latter
+# often in one of these ``var`` columns when the index holds Ensembl ids.
+ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+SYMBOL_COLUMNS = (
+    "gene_symbol",
+    "gene_symbols",
+    "symbol",
+    "gene_name",
+    "feature_name",
+    "SYMBOL",
+    "gene_short_name",
+)
 
 SPECIAL_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>", "<mask>")
 CLS_IDX, PAD_IDX, EOS_IDX, UNK_IDX, MASK_IDX = range(len(SPECIAL_TOKENS))

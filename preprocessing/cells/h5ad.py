@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from wensu.cell_vocab import ENSEMBL_ID, SYMBOL_COLUMNS
+
 from ..errors import InputError
 
 try:
@@ -25,17 +27,8 @@ try:
 except ImportError:  # anndata < 0.11
     from anndata.experimental import read_elem
 
-ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 BARCODE = re.compile(r"[ACGT]{10,}")
-DEFAULT_SYMBOL_COLUMNS = (
-    "gene_symbol",
-    "gene_symbols",
-    "symbol",
-    "gene_name",
-    "feature_name",
-    "SYMBOL",
-    "gene_short_name",
-)
+DEFAULT_SYMBOL_COLUMNS = SYMBOL_COLUMNS
 NON_INTEGER_POLICIES = ("error", "warn", "quarantine")
 DUPLICATE_GENE_POLICIES = ("sum", "first")
 MISSING_LABEL_POLICIES = ("unlabelled", "error")

@@ -24,7 +24,6 @@ identifiers are errors. ``path.h5ad:obs_column`` names the label column of one f
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,18 +31,10 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
+from wensu.cell_vocab import ENSEMBL_ID, SYMBOL_COLUMNS
+
 VALUE_KINDS = ("auto", "counts", "log1p", "normalized")
 LOG_MAX = 30.0  # log1p(CP10k) of one gene stays below ~10; larger non-integers are linear
-ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
-SYMBOL_COLUMNS = (
-    "gene_symbol",
-    "gene_symbols",
-    "symbol",
-    "gene_name",
-    "feature_name",
-    "SYMBOL",
-    "gene_short_name",
-)
 UNUSABLE_LABELS = ("", "nan", "NaN", "None", "Unknown", "unknown")
 
 
