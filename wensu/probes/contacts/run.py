@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from wensu.probes.common import inputs, report
 from wensu.probes.common.context import EvalContext, ProbeResult, stable_subset
@@ -27,6 +26,7 @@ from wensu.probes.contacts.probe import (
     training_pairs,
 )
 from wensu.probes.contacts.user_sets import CONTACT_SUFFIXES, load_user_contact_set
+from wensu.progress import progress_bar
 
 STRUCTURE_DIR = "structure"
 
@@ -120,10 +120,10 @@ def run_contacts(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
     regression: dict[str, Any] = {}
     for features in ctx.encoders:
         xs, ys = [], []
-        for s in tqdm(
+        for s in progress_bar(
             train_set.structures,
             desc=f"contacts train [{features.name}]",
-            disable=not ctx.show_progress,
+            enabled=ctx.show_progress,
         ):
             x, y = training_pairs(attention_features(features.attention(s.sequence)), *maps[s.name])
             xs.append(x)
@@ -147,10 +147,10 @@ def run_contacts(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
             )
         for set_name, test in tests.items():
             metrics: list[dict[str, float]] = []
-            for s in tqdm(
+            for s in progress_bar(
                 test.structures,
                 desc=f"contacts {set_name} [{features.name}]",
-                disable=not ctx.show_progress,
+                enabled=ctx.show_progress,
             ):
                 scores = predict_contacts(model, attention_features(features.attention(s.sequence)))
                 contacts, valid = maps[s.name]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from wensu.probes.common.context import EvalContext, ProbeResult, stable_subset
 from wensu.probes.common.features import EncoderFeatures
@@ -37,6 +36,7 @@ from wensu.probes.interpret.embedding_map import (
     projection_method,
 )
 from wensu.probes.interpret.logit_lens import logit_lens
+from wensu.progress import progress_bar
 
 STRUCTURE_DIR = "structure"
 FOLDER = "interpret"
@@ -105,8 +105,8 @@ def _head_quality(ctx, cfg, proteins, context, result: ProbeResult) -> None:
     for features in ctx.encoders:
         per_structure = [
             head_precisions(features.attention(s.sequence), *maps[s.name])
-            for s in tqdm(
-                structures, desc=f"head P@L [{features.name}]", disable=not ctx.show_progress
+            for s in progress_bar(
+                structures, desc=f"head P@L [{features.name}]", enabled=ctx.show_progress
             )
         ]
         precisions[features.name] = np.mean(per_structure, axis=0)
