@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from wensu import source_checkout
 from wensu.alphabet import Alphabet, get_alphabet
+
+source_checkout.install()
 
 try:
     __version__ = version("wensu")
