@@ -97,6 +97,7 @@ SETS = [
     ),
 ]
 
+
 def _github(repo: str, commit: str) -> Callable[[str], str]:
     return lambda path: RAW.format(repo=repo, commit=commit, path=path)
 

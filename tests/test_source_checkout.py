@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_finder_maps_the_two_folders_of_the_checkout():
-    finder = SourceCheckoutFinder()
+    finder = SourceCheckoutFinder(ROOT)  # the tests' checkout (wensu may be the installed one)
     spec = finder.find_spec("wensu.preprocessing")
     assert Path(spec.origin) == ROOT / "preprocessing" / "__init__.py"
     assert spec.name == "wensu.preprocessing"

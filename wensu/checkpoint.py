@@ -23,6 +23,7 @@ from wensu.alphabet import Alphabet, get_alphabet
 from wensu.atomic import atomic_file
 from wensu.interop import load_esm2
 from wensu.model import Encoder, EncoderConfig
+from wensu.model.cell_classifier import CLASSIFIER_KIND, CellClassifier
 from wensu.model.cell_encoder import (
     CELL_KIND,
     NUM_SPECIAL,
@@ -395,8 +396,6 @@ def load_cell_classifier(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     checkpoint; ``info`` holds ``vocab``, ``classes``, ``panel``, ``tokens`` (binning) and the
     other plain hyper-parameters. Protein checkpoints and pretrained cell encoders are refused
     with a :class:`CellCheckpointError` naming the file."""
-    from wensu.model.cell_classifier import CLASSIFIER_KIND, CellClassifier
-
     path = Path(path)
     checkpoint = read_or_refuse(path, CellCheckpointError)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None

@@ -14,12 +14,17 @@ from importlib.util import spec_from_file_location
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"wensu.conf": ROOT / "conf", "wensu.preprocessing": ROOT / "preprocessing"}
+SUBPACKAGES = {"wensu.conf": "conf", "wensu.preprocessing": "preprocessing"}
 
 
 class SourceCheckoutFinder(MetaPathFinder):
+    """Finds ``wensu.conf`` / ``wensu.preprocessing`` in the checkout ``root``."""
+
+    def __init__(self, root: Path = ROOT):
+        self.folders = {name: Path(root) / folder for name, folder in SUBPACKAGES.items()}
+
     def find_spec(self, fullname, path=None, target=None):
-        folder = FOLDERS.get(fullname)
+        folder = self.folders.get(fullname)
         if folder is None:
             return None
         return spec_from_file_location(
@@ -30,7 +35,7 @@ class SourceCheckoutFinder(MetaPathFinder):
 def install() -> None:
     """Add the finder once, and only where ``wensu/`` sits in a checkout beside its folders."""
     in_checkout = (ROOT / "setup.cfg").is_file() and (
-        FOLDERS["wensu.preprocessing"] / "__init__.py"
+        ROOT / "preprocessing" / "__init__.py"
     ).is_file()
     if in_checkout and not any(isinstance(f, SourceCheckoutFinder) for f in sys.meta_path):
         sys.meta_path.append(SourceCheckoutFinder())

@@ -201,12 +201,13 @@ def _build(kind: str, length: int, batch: int, device, tokens=None):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     if kind == "wensu":
-        from wensu.train.module import MaskedLMModule, _adamw
+        from wensu.train.base_module import adamw
+        from wensu.train.module import MaskedLMModule
         from wensu.train.settings import OptimSettings
 
         if kind not in _MODELS:
             module = MaskedLMModule(model=ESM2_8M).to(device).train()
-            optimizer = _adamw([{"params": list(module.parameters())}], OptimSettings(lr=1e-4))
+            optimizer = adamw([{"params": list(module.parameters())}], OptimSettings(lr=1e-4))
             _MODELS[kind] = (module, optimizer)
         module, optimizer = _MODELS[kind]
 

@@ -109,8 +109,10 @@ def test_explicit_rotary_frequencies_reproduce_float16_rounded_checkpoints():
         default = model(tokens)["logits"]
         model.cfg.rotary_inv_freq = inv_freq.tolist()
         explicit = model(tokens)["logits"]
-    assert (default - expected).abs().max() > 1e-5  # the rounding is visible in the logits
-    torch.testing.assert_close(explicit, expected, atol=1e-5, rtol=1e-5)
+    assert (default - expected).abs().max() > 1e-3  # the rounding is visible in the logits
+    # Sharp attention (init_std=0.5) amplifies float32 noise: transformers 5 computes its rotary
+    # table along another path (~2e-5 apart), still 1000x closer than without the rounding.
+    torch.testing.assert_close(explicit, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ConfigError, match="rotary_inv_freq must be a list of head_dim/2 = 4"):
         EncoderConfig(**TINY, rotary_inv_freq=[1.0, 0.1])
 

@@ -181,7 +181,10 @@ def test_proteingym_metrics_equal_an_independent_computation(tmp_path):
     details = result.details["user_assays"]
     [assay] = load_assays(_user_sets(EXAMPLES / "proteingym"), None)[0]
     predicted = score_variants(model, alphabet, assay.wild_type, assay.parsed)
-    assert len(np.unique(predicted)) == len(predicted)  # no ties: tie rules cannot matter
+    # A tiny model's float32 scores may tie a few variants (torch/numpy builds differ); the
+    # independent computation uses ProteinGym's tie rules (average ranks, Mann-Whitney, sklearn
+    # NDCG), so the two agree either way.
+    assert len(np.unique(predicted)) >= len(predicted) - 5
     expected = _independent(assay.scores, predicted, assay.bins)
     ours = details["assays"][BLAT]["metrics"]["model"]
     for metric in PROTEINGYM_METRICS:

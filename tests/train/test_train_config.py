@@ -14,7 +14,8 @@ from wensu.checkpoint import CheckpointMismatchError, save_encoder_checkpoint
 from wensu.model import Encoder, EncoderConfig, count_parameters
 from wensu.train import preflight
 from wensu.train.errors import UsageError
-from wensu.train.run import _strategy, prepare
+from wensu.train.protein_run import prepare
+from wensu.train.session import strategy_from as _strategy
 
 EXPERIMENTS = ("quickstart", "esm2_8m_proteomes", "long_context", "wensu_1b_fsdp")
 

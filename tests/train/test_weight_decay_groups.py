@@ -1,15 +1,18 @@
-"""Protein and cell training modules split their parameters for AdamW by the same rule
-(wensu.train.module.weight_decay_groups): no weight decay on vectors (biases, LayerNorm
-weights), on the MoE experts' 2-D biases ``b1``/``b2``, nor on frozen parameters."""
+"""Protein and cell training modules (pretraining and the classifier) split their parameters
+for AdamW by the same rule (wensu.train.base_module.weight_decay_groups): no weight decay on
+vectors (biases, LayerNorm weights), on the MoE experts' 2-D biases ``b1``/``b2``, nor on
+frozen parameters."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wensu.train import cell_module, module
+from wensu.train import base_module
+from wensu.train.base_module import weight_decay_groups
+from wensu.train.cell_finetune import CellClassifierModule
 from wensu.train.cell_module import CellMaskedModule
-from wensu.train.module import MaskedLMModule, weight_decay_groups
+from wensu.train.module import MaskedLMModule
 
 PROTEIN = {
     "num_layers": 1,
@@ -56,10 +59,19 @@ def _groups_seen(monkeypatch, where, lightning_module) -> tuple[set[str], set[st
 @pytest.mark.parametrize(
     ("where", "build"),
     [
-        (module, lambda: MaskedLMModule(PROTEIN)),
-        (cell_module, lambda: CellMaskedModule(CELL, [f"G{i}" for i in range(25)], [1 / 9] * 9)),
+        (base_module, lambda: MaskedLMModule(PROTEIN)),
+        (
+            base_module,
+            lambda: CellMaskedModule(CELL, [f"G{i}" for i in range(25)], [1 / 9] * 9),
+        ),
+        (
+            base_module,
+            lambda: CellClassifierModule(
+                CELL, [f"G{i}" for i in range(25)], ["B", "T"], ["G1", "G2"], {}, [1.0, 1.0]
+            ),
+        ),
     ],
-    ids=["protein", "cell"],
+    ids=["protein", "cell", "cell_classifier"],
 )
 def test_protein_and_cell_modules_exclude_the_same_parameters(monkeypatch, where, build):
     lightning_module = build()

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from wensu.cell_vocab import ENSEMBL_ID, SYMBOL_COLUMNS
+from wensu.data.cell_binning import expression_bins
 
 VALUE_KINDS = ("auto", "counts", "log1p", "normalized")
 LOG_MAX = 30.0  # log1p(CP10k) of one gene stays below ~10; larger non-integers are linear
@@ -351,8 +352,6 @@ def cell_tokens(cells: CellMatrix, mapping: GeneMapping) -> CellTokens:
 def bin_values(values: np.ndarray, num_bins: int, target_sum: float = 1e4) -> np.ndarray:
     """Bins of one cell's values, normalised to ``target_sum`` over the given genes (the
     preprocessing rule, :func:`wensu.data.cell_binning.expression_bins`)."""
-    from wensu.data.cell_binning import expression_bins
-
     total = float(values.sum())
     if total <= 0:
         return np.zeros(0, dtype=np.int64)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from wensu.datasets.fetch import fetch_set
 from wensu.datasets.registry import DataSet, data_set
 
 ENV_DATA = "WENSU_DATA"
@@ -105,7 +106,6 @@ def locate(
         return Located(sample_root(), "sample")
     if not allow_fetch or offline():
         raise DataNotFound(how_to_get(name, root))
-    from wensu.datasets.fetch import fetch_set
 
     fetch_set(name, root)
     return Located(root, "fetched")

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from wensu.model.attention import available_backends
+
 FFN_KINDS = ("dense", "moe")
 # Backends whose work is organised in query/key blocks of attention.block_size tokens.
 BLOCKED_BACKENDS = ("chunked", "flex")
@@ -100,8 +102,6 @@ class AttentionConfig(PlainDictConfig):
     block_size: int = 128
 
     def __post_init__(self) -> None:
-        from wensu.model.attention import available_backends
-
         if self.backend not in available_backends():
             raise ConfigError(
                 f"attention.backend {self.backend!r} is unknown; "

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from wensu.model.attention import DensePrepared, PreparedAttention
 from wensu.model.config import EncoderConfig
+from wensu.model.moe import MoEFeedForward
 from wensu.model.rotary import apply_rotary
 
 
@@ -76,10 +77,8 @@ class FeedForward(nn.Module):
 
 
 def build_feed_forward(cfg: EncoderConfig) -> nn.Module:
-    """Dense FFN, or `wensu.model.moe.MoEFeedForward` for `ffn: moe` (imported only then)."""
+    """Dense FFN, or `wensu.model.moe.MoEFeedForward` for `ffn: moe`."""
     if cfg.ffn == "moe":
-        from wensu.model.moe import MoEFeedForward
-
         return MoEFeedForward(
             cfg.d_model,
             cfg.ffn_dim,

@@ -3,8 +3,9 @@
 Loss: cross-entropy weighted per class by ``(n / (K * n_c)) ** class_weight_power`` over the
 training cells (power 1 = "balanced", 0 = plain CE), so a 14-cell class is not drowned by a
 5,000-cell one. Validation logs the same weighted loss (``val/loss``, which early stopping and
-``best.ckpt`` follow) plus accuracy and macro-F1. Dropout is reseeded per batch from
-``(seed, rank, batch counter)`` as in the pretraining modules, so a resumed run is exact.
+``best.ckpt`` follow) plus accuracy and macro-F1. Dropout reseeding per batch (exact resume),
+token counting, AdamW (the one weight-decay rule) and checkpoint progress come from
+:class:`~wensu.train.base_module.EncoderModule`, as for the pretraining modules.
 """
 
 from __future__ import annotations
@@ -15,21 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from wensu.model.cell_classifier import CLASSIFIER_KIND, CellClassifier
 from wensu.model.cell_encoder import CellEncoder, CellEncoderConfig
-from wensu.train.module import (
-    adamw_with_schedule,
-    dataclass_dict,
-    load_progress,
-    save_progress,
-    stream_seed,
-)
-from wensu.train.settings import OptimSettings, ScheduleSettings, build_section
-
-_STREAM_DROPOUT = 2
+from wensu.train.base_module import EncoderModule, dataclass_dict
 
 
 def class_weights(counts: Sequence[int], power: float = 1.0) -> list[float]:
@@ -52,7 +43,7 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> floa
     return float(np.mean(scores)) if scores else float("nan")
 
 
-class CellClassifierModule(LightningModule):
+class CellClassifierModule(EncoderModule):
     """Hyper-parameters are plain python (weights_only-safe) and rebuild the classifier."""
 
     def __init__(
@@ -70,10 +61,8 @@ class CellClassifierModule(LightningModule):
         seed: int = 0,
         source: Mapping[str, Any] | None = None,
     ):
-        super().__init__()
+        super().__init__(optim, schedule, seed)
         self.encoder_config = CellEncoderConfig.from_dict(dict(model))
-        self.optim_settings = build_section(OptimSettings, optim, "optim")
-        self.schedule_settings = build_section(ScheduleSettings, schedule, "schedule")
         if len(class_weight) != len(classes):
             raise ValueError("class_weight needs one weight per class")
         self.save_hyperparameters(
@@ -98,10 +87,10 @@ class CellClassifierModule(LightningModule):
         self.register_buffer(
             "class_weight", torch.tensor(list(class_weight), dtype=torch.float32), persistent=False
         )
-        self.seed = int(seed)
-        self.batches_trained = 0
-        self.tokens_seen = 0
         self._val: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def real_tokens(self, batch: Mapping[str, Any]) -> Tensor:
+        return ~batch["padding_mask"]
 
     def _loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         out = self.model(batch["genes"], batch["bins"], batch["padding_mask"])
@@ -109,15 +98,13 @@ class CellClassifierModule(LightningModule):
         return F.cross_entropy(logits, batch["labels"], weight=self.class_weight), logits
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        counter = self.batches_trained
-        torch.manual_seed(stream_seed(self.seed, _STREAM_DROPOUT, self.global_rank, counter))
+        self.start_training_batch(batch["genes"].device)  # reseeds dropout; no masking here
         loss, logits = self._loss(batch)
-        self.batches_trained += 1
-        self.tokens_seen += int(batch["num_tokens"]) * max(self.trainer.world_size, 1)
+        self.finish_training_batch(batch)
         accuracy = (logits.detach().argmax(-1) == batch["labels"]).float().mean()
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/accuracy", accuracy)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], prog_bar=True)
+        self.log_learning_rate()
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -137,16 +124,3 @@ class CellClassifierModule(LightningModule):
         self.log("val/loss", loss)
         self.log("val/accuracy", float((truth == predicted).mean()))
         self.log("val/macro_f1", macro_f1(truth, predicted, len(self.hparams["classes"])))
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for _, param in self.model.named_parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim < 2 else decay).append(param)
-        return adamw_with_schedule(self, decay, no_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_progress(checkpoint, self.batches_trained, self.tokens_seen)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.batches_trained, self.tokens_seen = load_progress(checkpoint)

@@ -4,7 +4,7 @@ Starts from a pretrained cell checkpoint (``finetune.checkpoint``; its architect
 vocabulary and binning are kept) or, with ``finetune.pretrained: false``, from fresh weights of
 the same shape (the random-init twin), adds a classification head and trains on labelled .h5ad
 files (:mod:`wensu.train.cell_labelled_data`). Trainer, checkpoints (``last.ckpt`` atomic,
-``best.ckpt`` = lowest weighted validation loss) and kill -9 resume are the protein run's;
+``best.ckpt`` = lowest weighted validation loss) and kill -9 resume are the shared session's;
 training stops early after ``finetune.patience`` validations without improvement. The
 classifier for ``wensu-annotate`` is ``checkpoints/best.ckpt``.
 """
@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import EarlyStopping
 
 from wensu.checkpoint import load_cell_checkpoint, read_checkpoint
 from wensu.data.cell_inputs import CellInputError
 from wensu.model.cell_classifier import CLASSIFIER_KIND
 from wensu.model.cell_encoder import CellCheckpointError
-from wensu.model.encoder import count_parameters
 from wensu.train import preflight
 from wensu.train.cell_finetune import CellClassifierModule, class_weights
 from wensu.train.cell_labelled_data import (
@@ -38,8 +35,19 @@ from wensu.train.cell_labelled_data import (
 )
 from wensu.train.errors import TrainConfigError, UsageError
 from wensu.train.resume_guard import record_run_info
-from wensu.train.run_info import git_commit, package_versions, write_json
-from wensu.train.settings import OptimSettings, ScheduleSettings, build_section
+from wensu.train.run_info import write_json
+from wensu.train.session import (
+    Prepared,
+    build_trainer,
+    check_trainer,
+    fit,
+    is_rank_zero,
+    resolve_resume,
+    run_record,
+    seed_and_threads,
+    summary_record,
+)
+from wensu.train.settings import build_section
 
 LABELLED_KIND = "cells_labelled"
 
@@ -90,12 +98,6 @@ DATA_DEFAULTS: dict[str, Any] = {
 }
 
 
-class Prepared:
-    def __init__(self, settings: Mapping[str, Any], run_dir: Path):
-        self.settings, self.run_dir = settings, run_dir
-        self.resume_from: Path | None = None
-
-
 def _data_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(data) - set(DATA_DEFAULTS))
     if unknown:
@@ -124,17 +126,12 @@ def _check_resume(path: Path, classes: list[str], panel: list[str]) -> None:
         )
 
 
-def prepare(settings: Mapping[str, Any], run_dir: Path):
+def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
     """Check the config, read the checkpoint and the labelled files; raises UsageError."""
     prepared = Prepared(settings, run_dir)
     try:
         preflight.check_keys({k: v for k, v in settings.items() if k != "finetune"})
-        trainer_cfg = settings["trainer"]
-        preflight.check_devices(trainer_cfg)
-        preflight.check_strategy(trainer_cfg, preflight.resolved_accelerator(trainer_cfg))
-        preflight.check_duration(trainer_cfg)
-        build_section(OptimSettings, settings["optim"], "optim")
-        build_section(ScheduleSettings, settings["schedule"], "schedule")
+        check_trainer(settings)
         if settings.get("init_from"):
             raise TrainConfigError("init_from: use finetune.checkpoint for cell fine-tuning")
         finetune = build_section(FinetuneSettings, settings.get("finetune"), "finetune")
@@ -175,10 +172,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path):
             panel_dropout=float(data["panel_dropout"]),
             pad_to_multiple=int(data["pad_to_multiple"]),
         )
-        prepared.resume_from = preflight.resolve_checkpoint(
-            settings["ckpt_path"], bool(settings["resume"]), run_dir
-        )
-        if prepared.resume_from is not None:
+        if resolve_resume(prepared) is not None:
             _check_resume(prepared.resume_from, labelled.classes, labelled.panel)
     except (ValueError, CellInputError) as error:
         raise UsageError(" ".join(str(error).split())) from error
@@ -230,45 +224,30 @@ def _cpu_seconds() -> float:
 
 def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
     """Fine-tune as configured; returns the summary on rank zero."""
-    from wensu.train.run import _is_rank_zero, build_trainer
-
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    run_dir = Path(run_dir)
     prepared = prepare(settings, run_dir)
-    if settings["threads"]:
-        torch.set_num_threads(int(settings["threads"]))
-    seed_everything(int(settings["seed"]), workers=True, verbose=False)
+    seed_and_threads(settings)
     module = _module(prepared)
     trainer = build_trainer(prepared, None)
     # Before the checkpoint callbacks, so a checkpoint holds the stopper's updated state.
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=prepared.finetune.patience)
     trainer.callbacks.insert(0, stopper)
-    if _is_rank_zero():
+    if is_rank_zero():
         record_run_info(  # keeps earlier sessions and the resume fingerprint
             settings,
             run_dir,
             {
                 "kind": LABELLED_KIND,
-                "git": git_commit(),
-                "versions": package_versions(),
+                **run_record(module, prepared),
                 "source": module.hparams["source"],
                 "classes": prepared.labelled.classes,
                 "panel_genes": len(prepared.labelled.panel),
-                "parameters": count_parameters(module.model),
                 "trainable_parameters": sum(
                     p.numel() for p in module.model.parameters() if p.requires_grad
                 ),
-                "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
-    trainer.fit(
-        module,
-        datamodule=prepared.datamodule,
-        ckpt_path=str(prepared.resume_from) if prepared.resume_from else None,
-        weights_only=True,
-    )
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    fit(trainer, module, prepared, validate=False)  # validation below is best.ckpt's
     if not trainer.is_global_zero:
         return None
     best = run_dir / "checkpoints" / "best.ckpt"
@@ -278,15 +257,11 @@ def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, An
         "pretrained": bool(prepared.finetune.pretrained),
         "classes": prepared.labelled.classes,
         "split": prepared.split,
-        "global_step": int(trainer.global_step),
         "stopped_early": bool(stopper.stopped_epoch > 0 or trainer.should_stop),
         "best_checkpoint": str(best) if best.is_file() else None,
         **best_metrics,
-        "tokens_seen": int(module.tokens_seen),
-        "wall_seconds_this_session": round(time.perf_counter() - started, 3),
+        **summary_record(trainer, module, prepared, started),
         "cpu_seconds_this_session": round(_cpu_seconds() - cpu_started, 3),
-        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
-        "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
     }
     write_json(run_dir / "summary.json", summary)
     return summary

@@ -3,10 +3,9 @@ CellEncoder`.
 
 Each training cell has ``mask_prob`` of its (non-pad) genes selected; their expression bins are
 replaced by the ``<mask>`` bin (the gene identity stays visible) and the loss is the mean
-cross-entropy of the predicted bin at the selected genes. Randomness follows the protein module:
-masks and dropout are reseeded per batch from ``(seed, rank, batch counter)``, so a resumed run
-draws exactly what an uninterrupted one would, and validation masks depend only on
-``(masking.val_seed, rank, batch index)``.
+cross-entropy of the predicted bin at the selected genes. Reseeding per batch (exact resume),
+token counting, AdamW and checkpoint progress come from
+:class:`~wensu.train.base_module.EncoderModule`, as for the protein module.
 
 Reference: ``bin_frequencies`` (training-split bin frequencies, add-one smoothed) give the loss
 of a model that ignores context; validation logs it on the very same masked genes
@@ -20,24 +19,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from wensu.model.cell_encoder import CELL_KIND, CellEncoder, CellEncoderConfig
+from wensu.train.base_module import EncoderModule, dataclass_dict
 from wensu.train.metrics import MaskedLMMetric
-from wensu.train.module import CHECKPOINT_KEY as CHECKPOINT_KEY  # the key, re-exported
-from wensu.train.module import (
-    adamw_with_schedule,
-    dataclass_dict,
-    load_progress,
-    save_progress,
-    seeded_generator,
-    stream_seed,
-    weight_decay_groups,
-)
-from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
-
-_STREAM_MASK, _STREAM_DROPOUT, _STREAM_VAL = 1, 2, 3
+from wensu.train.settings import MaskingSettings, build_section
 
 
 def mask_bins(
@@ -52,7 +39,7 @@ def mask_bins(
     return bins.masked_fill(selected, mask_bin), selected
 
 
-class CellMaskedModule(LightningModule):
+class CellMaskedModule(EncoderModule):
     """Masked-expression pretraining; hyper-parameters are plain python (weights_only-safe).
 
     ``vocab`` (gene symbols in token order) and ``bin_frequencies`` travel in the checkpoint so
@@ -70,15 +57,13 @@ class CellMaskedModule(LightningModule):
         seed: int = 0,
         dataset: Mapping[str, Any] | None = None,
     ):
-        super().__init__()
+        super().__init__(optim, schedule, seed)
         self.encoder_config = CellEncoderConfig.from_dict(dict(model))
         if len(bin_frequencies) != self.encoder_config.num_bins:
             raise ValueError(
                 f"bin_frequencies has {len(bin_frequencies)} values but model.num_bins is "
                 f"{self.encoder_config.num_bins}"
             )
-        self.optim_settings = build_section(OptimSettings, optim, "optim")
-        self.schedule_settings = build_section(ScheduleSettings, schedule, "schedule")
         self.masking_settings = build_section(MaskingSettings, masking, "masking")
         self.save_hyperparameters(
             {
@@ -99,12 +84,8 @@ class CellMaskedModule(LightningModule):
             torch.tensor(list(bin_frequencies), dtype=torch.float32).log(),
             persistent=False,
         )
-        self.seed = int(seed)
         self.val_metric = MaskedLMMetric()
         self.val_baseline_sum = 0.0
-        self.batches_trained = 0
-        self.tokens_seen = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
 
     def masked_step(self, batch: Mapping[str, Tensor], generator: torch.Generator) -> dict:
         """Mask, encode, score the masked genes; ``loss`` is the mean CE over them."""
@@ -129,29 +110,24 @@ class CellMaskedModule(LightningModule):
             "count": count,
         }
 
-    def _generator(self, device: torch.device, seed: int) -> torch.Generator:
-        return seeded_generator(self._generators, device, seed)
+    def real_tokens(self, batch: Mapping[str, Any]) -> Tensor:
+        return ~batch["padding_mask"]
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        rank, counter = self.global_rank, self.batches_trained
-        torch.manual_seed(stream_seed(self.seed, _STREAM_DROPOUT, rank, counter))
-        device = batch["genes"].device
-        result = self.masked_step(
-            batch, self._generator(device, stream_seed(self.seed, _STREAM_MASK, rank, counter))
-        )
-        self.batches_trained += 1
-        self.tokens_seen += int(batch["num_tokens"]) * max(self.trainer.world_size, 1)
+        result = self.masked_step(batch, self.start_training_batch(batch["genes"].device))
+        self.finish_training_batch(batch)
         count = result["count"].clamp(min=1)
         self.log("train/loss", result["loss"].detach(), prog_bar=True)
         self.log("train/accuracy", result["correct"] / count)
         self.log("train/baseline_loss", result["baseline_sum"] / count)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], prog_bar=True)
+        self.log_learning_rate()
         return result["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        device = batch["genes"].device
-        seed = stream_seed(self.masking_settings.val_seed, _STREAM_VAL, self.global_rank, batch_idx)
-        result = self.masked_step(batch, self._generator(device, seed))
+        generator = self.validation_generator(
+            batch["genes"].device, self.masking_settings.val_seed, batch_idx
+        )
+        result = self.masked_step(batch, generator)
         self.val_metric.update(result["loss_sum"], result["correct"], result["count"])
         self.val_baseline_sum += float(result["baseline_sum"])
 
@@ -166,12 +142,3 @@ class CellMaskedModule(LightningModule):
         self.log("val/baseline_loss", baseline, sync_dist=True)
         self.log("val/loss_ratio_to_baseline", values["loss"] / baseline, sync_dist=True)
         self.log("val/masked_genes", values["masked_tokens"].float(), sync_dist=True)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_with_schedule(self, *weight_decay_groups(self.model))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_progress(checkpoint, self.batches_trained, self.tokens_seen)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.batches_trained, self.tokens_seen = load_progress(checkpoint)

@@ -1,7 +1,8 @@
 """One cell-model training run (``data.kind: cells``): checks, model, data, trainer, summary.
 
-The protein run (:mod:`wensu.train.run`) dispatches here. Trainer, callbacks, loggers and the
-atomic checkpoint writer are the protein run's, so kill -9 / resume behaves identically. The
+The one entry (:mod:`wensu.train.run`) dispatches here. Trainer, callbacks, loggers, fitting and
+the atomic checkpoint writer are the shared session's (:mod:`wensu.train.session`), so kill -9 /
+resume behaves as for a protein run. The
 model's ``vocab_size`` and ``num_bins`` may be ``null`` in the config: they are then taken from
 the dataset (``vocab.json`` and ``binning.num_bins`` + 1); given values must match it.
 """
@@ -15,27 +16,29 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
-from lightning.pytorch import seed_everything
 
 from wensu.checkpoint import checkpoint_kind, read_checkpoint
+from wensu.model import count_parameters
 from wensu.model.cell_encoder import CELL_KIND, CellCheckpointError, CellEncoderConfig
-from wensu.model.encoder import count_parameters
 from wensu.train import preflight
-from wensu.train.callbacks import ThroughputMonitor
 from wensu.train.cell_datamodule import CellDataModule
 from wensu.train.cell_module import CellMaskedModule
 from wensu.train.errors import TrainConfigError, UsageError
 from wensu.train.resume_guard import record_run_info
-from wensu.train.run_info import git_commit, manifest_sha256, package_versions, write_json
-from wensu.train.settings import MaskingSettings, OptimSettings, ScheduleSettings, build_section
-
-
-def is_cell_run(settings: Mapping[str, Any]) -> bool:
-    """Whether the config trains a cell model (``data.kind: cells`` pretraining or
-    ``cells_labelled`` fine-tuning)."""
-    data = settings.get("data") or {}
-    return isinstance(data, Mapping) and data.get("kind") in ("cells", "cells_labelled")
+from wensu.train.run_info import manifest_sha256, write_json
+from wensu.train.session import (
+    Prepared,
+    build_trainer,
+    check_trainer,
+    fit,
+    is_rank_zero,
+    resolve_resume,
+    run_record,
+    seed_and_threads,
+    summary_record,
+    throughput_of,
+)
+from wensu.train.settings import MaskingSettings
 
 
 def bin_frequencies(datamodule: CellDataModule, num_bins: int) -> list[float]:
@@ -90,23 +93,12 @@ def _check_resume(path: Path, model: CellEncoderConfig) -> None:
         raise CellCheckpointError(f"{path}: checkpoint has {have} but the config asks for {want}")
 
 
-def prepare(settings: Mapping[str, Any], run_dir: Path):
+def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
     """Validate, open the dataset, build the module; raises :class:`UsageError`."""
-    from wensu.train.run import Prepared
-
     prepared = Prepared(settings, run_dir)
     try:
         preflight.check_keys(settings)
-        trainer_cfg = settings["trainer"]
-        preflight.check_devices(trainer_cfg)
-        preflight.check_strategy(trainer_cfg, preflight.resolved_accelerator(trainer_cfg))
-        preflight.check_duration(trainer_cfg)
-        for cls, key in (
-            (OptimSettings, "optim"),
-            (ScheduleSettings, "schedule"),
-            (MaskingSettings, "masking"),
-        ):
-            build_section(cls, settings[key], key)
+        check_trainer(settings, {"masking": MaskingSettings})
         data_cfg = dict(settings["data"])
         data_cfg["dataset_dir"] = preflight.check_dataset_dir(data_cfg)
         try:
@@ -121,10 +113,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path):
                 f"model.max_genes={prepared.model_config.max_genes} is smaller than "
                 f"data.max_genes={datamodule.max_genes}"
             )
-        prepared.resume_from = preflight.resolve_checkpoint(
-            settings["ckpt_path"], bool(settings["resume"]), run_dir
-        )
-        if prepared.resume_from is not None:
+        if resolve_resume(prepared) is not None:
             _check_resume(prepared.resume_from, prepared.model_config)
         if settings["init_from"]:
             raise TrainConfigError("init_from is not supported for cell models yet")
@@ -134,21 +123,10 @@ def prepare(settings: Mapping[str, Any], run_dir: Path):
 
 
 def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """Masked-expression pretraining (or, for ``data.kind: cells_labelled``, cell-type
-    fine-tuning) as configured; returns the summary on rank zero."""
-    from wensu.train.run import _is_rank_zero, build_trainer
-
-    if settings["data"].get("kind") == "cells_labelled":
-        from wensu.train.cell_finetune_run import train_classifier
-
-        return train_classifier(settings, run_dir)
-
+    """Masked-expression pretraining as configured; returns the summary on rank zero."""
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     prepared = prepare(settings, run_dir)
-    if settings["threads"]:
-        torch.set_num_threads(int(settings["threads"]))
-    seed_everything(int(settings["seed"]), workers=True, verbose=False)
+    seed_and_threads(settings)
     datamodule = prepared.datamodule
     frequencies = bin_frequencies(datamodule, prepared.model_config.num_bins)
     dataset_dir = Path(datamodule.dataset_dir)
@@ -169,38 +147,25 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
     )
     baseline_loss = _baseline_loss(frequencies, datamodule)
     trainer = build_trainer(prepared, baseline_loss)
-    if _is_rank_zero():
+    if is_rank_zero():
         record_run_info(  # keeps earlier sessions and the resume fingerprint
             settings,
             run_dir,
             {
                 "kind": "cells",
-                "git": git_commit(),
-                "versions": package_versions(),
+                **run_record(module, prepared),
                 "dataset": {
                     **module.hparams["dataset"],
                     "train_cells": len(datamodule.train_cells),
                     "val_cells": len(datamodule.val_cells),
                 },
                 "bin_frequencies": frequencies,
-                "parameters": count_parameters(module.model),
-                "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
-    trainer.fit(
-        module,
-        datamodule=datamodule,
-        ckpt_path=str(prepared.resume_from) if prepared.resume_from else None,
-        weights_only=True,
-    )
-    final = trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    final = fit(trainer, module, prepared)
     if not trainer.is_global_zero:
         return None
-    final = final[0] if final else {}
-    throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
-    seconds = throughput.train_seconds
+    seconds = throughput_of(trainer).train_seconds
     cells_trained = _cells_trained(module, datamodule)
     summary = {
         "kind": "cells",
@@ -208,17 +173,12 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
         "val_accuracy": float(final.get("val/accuracy", float("nan"))),
         "val_baseline_loss": float(final.get("val/baseline_loss", float("nan"))),
         "val_loss_ratio_to_baseline": float(final.get("val/loss_ratio_to_baseline", float("nan"))),
-        "global_step": int(trainer.global_step),
-        "epochs": round(module.batches_trained / max(trainer.num_training_batches, 1), 3),
+        **summary_record(trainer, module, prepared, started),
         "cells_trained": cells_trained,
-        "tokens_seen": int(module.tokens_seen),
         "train_seconds": round(seconds, 3),
         "cells_per_s": round(cells_trained / seconds, 2) if seconds else None,
         "tokens_per_s": round(module.tokens_seen / seconds, 1) if seconds else None,
         "parameters": count_parameters(module.model),
-        "wall_seconds_this_session": round(time.perf_counter() - started, 3),
-        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
-        "resumed_from": str(prepared.resume_from) if prepared.resume_from else None,
     }
     write_json(run_dir / "summary.json", summary)
     return summary

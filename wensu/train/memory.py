@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from wensu.model import EncoderConfig
+from wensu.model.encoder import Encoder, count_parameters
 from wensu.train.errors import TrainConfigError
 
 GB = 1e9
@@ -56,8 +57,6 @@ class Estimate:
 
 def count_parameters_meta(config: EncoderConfig) -> int:
     """Parameters of the encoder ``config`` describes, without allocating them."""
-    from wensu.model.encoder import Encoder, count_parameters
-
     with torch.device("meta"):
         return count_parameters(Encoder(config))
 

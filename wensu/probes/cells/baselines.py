@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from wensu.data.cell_binning import normalise_total
+from wensu.data.cell_inputs import CellFileSpec, read_cell_file
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 UNUSABLE_LABELS = ("", "nan", "Unknown")
@@ -74,8 +75,6 @@ def load_labelled(
     column; default ``var_names``). Read and checked by :func:`wensu.data.cell_inputs.
     read_cell_file` (raw counts or log-normalised values; errors name the file)."""
     import anndata
-
-    from wensu.data.cell_inputs import CellFileSpec, read_cell_file
 
     cells = read_cell_file(CellFileSpec(Path(path), label_column), gene_column=gene_column)
     keep = ~np.isin(cells.labels, UNUSABLE_LABELS)

@@ -51,6 +51,7 @@ from wensu.probes.variants.metrics import METRICS, protein_means, set_metrics
 from wensu.probes.variants.plots import heatmap_png, scatter_png, spearman_bars_png
 from wensu.probes.variants.probe import DEFAULT_CONTEXT, METHODS, score_landscape, score_variants
 from wensu.probes.variants.proteingym import DMS_SUFFIXES
+from wensu.probes.variants.user_sets import checkpoint_column, evaluate_user_assays
 
 PROBE = "variants"
 BLOSUM = "BLOSUM62"
@@ -333,8 +334,6 @@ def run_variants(ctx: EvalContext, cfg: dict[str, Any]) -> ProbeResult:
             )
         )
     if user_sets:
-        from wensu.probes.variants.user_sets import checkpoint_column, evaluate_user_assays
-
         _check(settings)
         results.append(
             evaluate_user_assays(
