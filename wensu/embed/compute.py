@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from einops import einsum
 
 from wensu.alphabet import Alphabet
 from wensu.embed.batching import SPECIAL_TOKENS_PER_SEQUENCE, plan_windows
@@ -129,16 +128,15 @@ class SequenceEmbedder:
         """Embed sequences that fit the trained context, padded into one batch."""
         token_rows = [self._encode(s) for s in sequences]
         tokens = self._collate(token_rows)
-        lengths = torch.tensor([len(s) for s in sequences], device=self.device)
-        positions = torch.arange(tokens.shape[1], device=self.device)
-        residue_mask = (positions[None, :] >= 1) & (positions[None, :] <= lengths[:, None])
         representations = self._forward(self.encoder, tokens)
         results: list[SequenceEmbedding] = [{} for _ in sequences]
         for layer, rep in representations.items():
             pooled: dict[str, np.ndarray] = {}
             if "mean" in self.settings.pooling:
-                sums = einsum(rep, residue_mask.to(rep.dtype), "b t d, b t -> b d")
-                pooled["mean"] = (sums / lengths[:, None].to(rep.dtype)).cpu().numpy()
+                # Each sequence's own residues, not a masked sum over the padded width: the
+                # mean is then bit-identical whatever the batch (a resumed run re-batches).
+                means = [rep[i, 1 : len(s) + 1].mean(0) for i, s in enumerate(sequences)]
+                pooled["mean"] = torch.stack(means).cpu().numpy()
             if "cls" in self.settings.pooling:
                 pooled["cls"] = rep[:, 0].cpu().numpy()
             per_residue = rep.cpu().numpy() if "per_residue" in self.settings.pooling else None
