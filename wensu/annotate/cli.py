@@ -21,6 +21,7 @@ def _hydra_task(cfg: Any) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue
 
+    # torch and anndata load only once a run starts: --help stays instant.
     from wensu.annotate.run import AnnotateError, annotate
 
     try:

@@ -25,7 +25,7 @@ from wensu.checkpoint import load_cell_checkpoint, read_checkpoint
 from wensu.data.cell_inputs import CellInputError
 from wensu.model.cell_classifier import CLASSIFIER_KIND
 from wensu.model.cell_encoder import CellCheckpointError
-from wensu.train import preflight
+from wensu.train import preflight, session
 from wensu.train.cell_finetune import CellClassifierModule, class_weights
 from wensu.train.cell_labelled_data import (
     VAL_BY,
@@ -36,17 +36,7 @@ from wensu.train.cell_labelled_data import (
 from wensu.train.errors import TrainConfigError, UsageError
 from wensu.train.resume_guard import record_run_info
 from wensu.train.run_info import write_json
-from wensu.train.session import (
-    Prepared,
-    build_trainer,
-    check_trainer,
-    fit,
-    is_rank_zero,
-    resolve_resume,
-    run_record,
-    seed_and_threads,
-    summary_record,
-)
+from wensu.train.session import Prepared
 from wensu.train.settings import build_section
 
 LABELLED_KIND = "cells_labelled"
@@ -131,7 +121,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
     prepared = Prepared(settings, run_dir)
     try:
         preflight.check_keys({k: v for k, v in settings.items() if k != "finetune"})
-        check_trainer(settings)
+        session.check_trainer(settings)
         if settings.get("init_from"):
             raise TrainConfigError("init_from: use finetune.checkpoint for cell fine-tuning")
         finetune = build_section(FinetuneSettings, settings.get("finetune"), "finetune")
@@ -172,7 +162,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
             panel_dropout=float(data["panel_dropout"]),
             pad_to_multiple=int(data["pad_to_multiple"]),
         )
-        if resolve_resume(prepared) is not None:
+        if session.resolve_resume(prepared) is not None:
             _check_resume(prepared.resume_from, labelled.classes, labelled.panel)
     except (ValueError, CellInputError) as error:
         raise UsageError(" ".join(str(error).split())) from error
@@ -226,19 +216,19 @@ def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, An
     """Fine-tune as configured; returns the summary on rank zero."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     prepared = prepare(settings, run_dir)
-    seed_and_threads(settings)
+    session.seed_and_threads(settings)
     module = _module(prepared)
-    trainer = build_trainer(prepared, None)
+    trainer = session.build_trainer(prepared, None)
     # Before the checkpoint callbacks, so a checkpoint holds the stopper's updated state.
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=prepared.finetune.patience)
     trainer.callbacks.insert(0, stopper)
-    if is_rank_zero():
+    if session.is_rank_zero():
         record_run_info(  # keeps earlier sessions and the resume fingerprint
             settings,
             run_dir,
             {
                 "kind": LABELLED_KIND,
-                **run_record(module, prepared),
+                **session.run_record(module, prepared),
                 "source": module.hparams["source"],
                 "classes": prepared.labelled.classes,
                 "panel_genes": len(prepared.labelled.panel),
@@ -247,7 +237,7 @@ def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, An
                 ),
             },
         )
-    fit(trainer, module, prepared, validate=False)  # validation below is best.ckpt's
+    session.fit(trainer, module, prepared, validate=False)  # validation below is best.ckpt's
     if not trainer.is_global_zero:
         return None
     best = run_dir / "checkpoints" / "best.ckpt"
@@ -260,7 +250,7 @@ def train_classifier(settings: Mapping[str, Any], run_dir: Path) -> dict[str, An
         "stopped_early": bool(stopper.stopped_epoch > 0 or trainer.should_stop),
         "best_checkpoint": str(best) if best.is_file() else None,
         **best_metrics,
-        **summary_record(trainer, module, prepared, started),
+        **session.summary_record(trainer, module, prepared, started),
         "cpu_seconds_this_session": round(_cpu_seconds() - cpu_started, 3),
     }
     write_json(run_dir / "summary.json", summary)

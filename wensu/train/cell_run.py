@@ -20,24 +20,13 @@ import numpy as np
 from wensu.checkpoint import checkpoint_kind, read_checkpoint
 from wensu.model import count_parameters
 from wensu.model.cell_encoder import CELL_KIND, CellCheckpointError, CellEncoderConfig
-from wensu.train import preflight
+from wensu.train import preflight, session
 from wensu.train.cell_datamodule import CellDataModule
 from wensu.train.cell_module import CellMaskedModule
 from wensu.train.errors import TrainConfigError, UsageError
 from wensu.train.resume_guard import record_run_info
 from wensu.train.run_info import manifest_sha256, write_json
-from wensu.train.session import (
-    Prepared,
-    build_trainer,
-    check_trainer,
-    fit,
-    is_rank_zero,
-    resolve_resume,
-    run_record,
-    seed_and_threads,
-    summary_record,
-    throughput_of,
-)
+from wensu.train.session import Prepared
 from wensu.train.settings import MaskingSettings
 
 
@@ -98,7 +87,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
     prepared = Prepared(settings, run_dir)
     try:
         preflight.check_keys(settings)
-        check_trainer(settings, {"masking": MaskingSettings})
+        session.check_trainer(settings, {"masking": MaskingSettings})
         data_cfg = dict(settings["data"])
         data_cfg["dataset_dir"] = preflight.check_dataset_dir(data_cfg)
         try:
@@ -113,7 +102,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
                 f"model.max_genes={prepared.model_config.max_genes} is smaller than "
                 f"data.max_genes={datamodule.max_genes}"
             )
-        if resolve_resume(prepared) is not None:
+        if session.resolve_resume(prepared) is not None:
             _check_resume(prepared.resume_from, prepared.model_config)
         if settings["init_from"]:
             raise TrainConfigError("init_from is not supported for cell models yet")
@@ -126,7 +115,7 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
     """Masked-expression pretraining as configured; returns the summary on rank zero."""
     started = time.perf_counter()
     prepared = prepare(settings, run_dir)
-    seed_and_threads(settings)
+    session.seed_and_threads(settings)
     datamodule = prepared.datamodule
     frequencies = bin_frequencies(datamodule, prepared.model_config.num_bins)
     dataset_dir = Path(datamodule.dataset_dir)
@@ -146,14 +135,14 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
         },
     )
     baseline_loss = _baseline_loss(frequencies, datamodule)
-    trainer = build_trainer(prepared, baseline_loss)
-    if is_rank_zero():
+    trainer = session.build_trainer(prepared, baseline_loss)
+    if session.is_rank_zero():
         record_run_info(  # keeps earlier sessions and the resume fingerprint
             settings,
             run_dir,
             {
                 "kind": "cells",
-                **run_record(module, prepared),
+                **session.run_record(module, prepared),
                 "dataset": {
                     **module.hparams["dataset"],
                     "train_cells": len(datamodule.train_cells),
@@ -162,10 +151,10 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
                 "bin_frequencies": frequencies,
             },
         )
-    final = fit(trainer, module, prepared)
+    final = session.fit(trainer, module, prepared)
     if not trainer.is_global_zero:
         return None
-    seconds = throughput_of(trainer).train_seconds
+    seconds = session.throughput_of(trainer).train_seconds
     cells_trained = _cells_trained(module, datamodule)
     summary = {
         "kind": "cells",
@@ -173,7 +162,7 @@ def train_cells(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | 
         "val_accuracy": float(final.get("val/accuracy", float("nan"))),
         "val_baseline_loss": float(final.get("val/baseline_loss", float("nan"))),
         "val_loss_ratio_to_baseline": float(final.get("val/loss_ratio_to_baseline", float("nan"))),
-        **summary_record(trainer, module, prepared, started),
+        **session.summary_record(trainer, module, prepared, started),
         "cells_trained": cells_trained,
         "train_seconds": round(seconds, 3),
         "cells_per_s": round(cells_trained / seconds, 2) if seconds else None,

@@ -69,6 +69,7 @@ def _single_console_log() -> None:
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    # torch and Lightning load only once a run starts: --help and config errors stay instant.
     from wensu.train.presets import check_preset_conflicts
     from wensu.train.run import train
 

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wensu.checkpoint import load_encoder_weights
 from wensu.model import EncoderConfig
-from wensu.train import preflight
+from wensu.train import preflight, session
 from wensu.train.datamodule import ProteinDataModule
 from wensu.train.errors import TrainConfigError, UsageError
 from wensu.train.memory import check_memory, processes_per_machine
@@ -30,18 +30,7 @@ from wensu.train.metrics import perplexity
 from wensu.train.module import MaskedLMModule
 from wensu.train.resume_guard import record_run_info
 from wensu.train.run_info import manifest_sha256, unigram_baseline, write_json
-from wensu.train.session import (
-    Prepared,
-    build_trainer,
-    check_trainer,
-    fit,
-    is_rank_zero,
-    resolve_resume,
-    run_record,
-    seed_and_threads,
-    summary_record,
-    throughput_of,
-)
+from wensu.train.session import Prepared
 from wensu.train.settings import MaskingSettings
 
 log = logging.getLogger(__name__)
@@ -53,7 +42,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
     try:
         preflight.check_keys(settings)
         trainer_cfg = settings["trainer"]
-        accelerator = check_trainer(settings, {"masking": MaskingSettings})
+        accelerator = session.check_trainer(settings, {"masking": MaskingSettings})
         model_config = EncoderConfig.from_dict(settings["model"], source="model config")
         data_cfg = dict(settings["data"])
         prepared.notices += preflight.check_model_and_data(model_config, data_cfg, accelerator)
@@ -70,7 +59,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
         prepared.model_config = model_config
         prepared.datamodule = _datamodule(data_cfg)
         prepared.datamodule.setup("fit")  # opens both splits, checks shard checksums
-        if resolve_resume(prepared) is not None:
+        if session.resolve_resume(prepared) is not None:
             preflight.check_resume_checkpoint(prepared.resume_from, model_config)
         if settings["init_from"] and prepared.resume_from is None:
             init = Path(settings["init_from"]).expanduser()
@@ -85,7 +74,7 @@ def _datamodule(data_cfg: Mapping[str, Any]) -> ProteinDataModule:
     options = dict(data_cfg)
     dataset_dir = options.pop("dataset_dir")
     options.pop("kind", None)  # data.kind chose this run
-    if options.get("verify") == "open" and not is_rank_zero():
+    if options.get("verify") == "open" and not session.is_rank_zero():
         # Rank zero hashes every shard before training; the other ranks check lazily instead
         # of hashing the whole dataset once more each.
         options["verify"] = "lazy"
@@ -120,24 +109,24 @@ def train_protein(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] 
     prepared = prepare(settings, run_dir)
     for notice in prepared.notices:
         log.warning(notice)
-    seed_and_threads(settings)
+    session.seed_and_threads(settings)
     module = _module(prepared)
     baseline = None
-    if is_rank_zero():
+    if session.is_rank_zero():
         baseline = unigram_baseline(
             prepared.datamodule.dataset_dir,
             prepared.datamodule.train_split,
             prepared.datamodule.val_split,
             max_residues=settings["baseline_max_residues"],
         )
-    trainer = build_trainer(prepared, baseline["loss"] if baseline else None)
-    if is_rank_zero():
+    trainer = session.build_trainer(prepared, baseline["loss"] if baseline else None)
+    if session.is_rank_zero():
         dataset_dir = Path(settings["data"]["dataset_dir"])
         record_run_info(  # keeps earlier sessions and the resume fingerprint
             settings,
             run_dir,
             {
-                **run_record(module, prepared),
+                **session.run_record(module, prepared),
                 "dataset": {
                     "dir": str(dataset_dir.resolve()),
                     "manifest_sha256": manifest_sha256(dataset_dir),
@@ -149,7 +138,7 @@ def train_protein(settings: Mapping[str, Any], run_dir: Path) -> dict[str, Any] 
         )
         if prepared.resume_from:
             log.info("resuming from %s", prepared.resume_from)
-    final = fit(trainer, module, prepared)
+    final = session.fit(trainer, module, prepared)
     if not trainer.is_global_zero:
         return None
     summary = _summary(trainer, module, final, baseline, started, prepared)
@@ -165,7 +154,7 @@ def _summary(
     started: float,
     prepared: Prepared,
 ) -> dict[str, Any]:
-    seconds = throughput_of(trainer).train_seconds
+    seconds = session.throughput_of(trainer).train_seconds
     best = next(
         (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
     )
@@ -177,7 +166,7 @@ def _summary(
         "val_accuracy": float(final.get("val/accuracy", float("nan"))),
         "unigram_baseline_perplexity": baseline["perplexity"] if baseline else None,
         "unigram_baseline_loss": baseline["loss"] if baseline else None,
-        **summary_record(trainer, module, prepared, started),
+        **session.summary_record(trainer, module, prepared, started),
         "train_seconds": round(seconds, 3),
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "best_checkpoint": best.best_model_path or None if best else None,
