@@ -148,3 +148,29 @@ def test_35k_residue_sequence_embeds_on_cpu(tmp_path):
     per_residue = read(output, kind="per_residue")["yeast_35k"]
     assert per_residue.shape == (35_000, 16) and np.isfinite(per_residue).all()
     np.testing.assert_allclose(read(output)["yeast_35k"], per_residue.mean(0), atol=1e-5)
+
+
+def test_large_per_residue_outputs_go_through_disk_and_row_blocks(tmp_path, records, monkeypatch):
+    """Above the in-memory limit a long sequence's per-residue vectors live in a disk-backed
+    array and reach the HDF5 file in row blocks; the file holds the same bytes."""
+    from wensu.embed import compute, writer
+
+    encoder = tiny_encoder(window=8)
+    fasta_path = write_fasta(tmp_path / "p.fa", records)
+    options = dict(pooling=ALL_KINDS, max_length=40, progress=False)
+    embed(encoder, fasta_path, tmp_path / "memory.h5", **options)
+    buffers = []
+    real_buffer = compute.residue_buffer
+
+    def spy(rows, d_model):
+        buffers.append(real_buffer(rows, d_model))
+        return buffers[-1]
+
+    monkeypatch.setattr(compute, "RESIDUE_BUFFER_IN_MEMORY", 0)
+    monkeypatch.setattr(compute, "residue_buffer", spy)
+    monkeypatch.setattr(writer, "ROW_BLOCK_BYTES", 64)
+    embed(encoder, fasta_path, tmp_path / "disk.h5", **options)
+    assert buffers and all(isinstance(b, np.memmap) for b in buffers)
+    assert helpers_embed.h5_bytes(tmp_path / "disk.h5") == helpers_embed.h5_bytes(
+        tmp_path / "memory.h5"
+    )

@@ -8,11 +8,14 @@ padding to the longest sequence, ``output_hidden_states=True``, mean pooling ove
 mask. The wensu side is ``wensu.embed.embed`` writing an HDF5 file (length-sorted token-budget
 batches, only the requested layer, no LM head). The mean embeddings of the two are compared.
 
-The long-sequence part embeds one ``--long-residues`` sequence (real proteins concatenated) in a
-fresh subprocess per case and reports the peak resident memory of the embedding (``VmHWM``,
-reset once the model is built) next to the memory before it: the 8M dense model (stitched
-windows), and an 8M-shaped model with windowed attention (whole sequence through the chunked
-backend) at half and full length, to show memory growing linearly with length.
+The long-sequence part embeds one sequence of real proteins concatenated (E. coli K-12's
+proteome, ~1.36 M residues) in a fresh subprocess per case and reports the peak resident memory
+of the embedding (``VmHWM``, reset once the model is built) next to the memory before it and
+the MiB per 1,000 residues: the 8M dense model (stitched windows) at ``--dense-residues``, and
+the 8M shape with windowed attention (streamed layer by layer, ``wensu.model.streaming``) at
+each of ``--long-residues`` (mean and per-residue vectors written to HDF5). Before them, the
+streamed pass is compared with the encoder's dense forward (same windowed pattern) at
+``--equal-residues``, the longest length the dense L x L mask still fits comfortably.
 
     nice .venv/bin/python -P experiments/benchmarks/embed_throughput.py --parts throughput --n 250
     nice .venv/bin/python -P experiments/benchmarks/embed_throughput.py --parts long
@@ -172,6 +175,7 @@ def long_case(name: str, config: dict, fasta: Path, workdir: Path, device: str) 
         text=True,
         check=False,
     )
+    output.unlink(missing_ok=True)  # a million residues' vectors: 1.3 GB per layer
     if done.returncode != 0:
         raise RuntimeError(f"long case {name} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -241,29 +245,68 @@ def throughput(args: argparse.Namespace, model, encoder, workdir: Path) -> dict:
     }
 
 
+def streamed_equals_dense(encoder, sequence: str, window: int) -> dict:
+    """Max |streamed - dense forward| over all layers, same weights and windowed pattern."""
+    from wensu.alphabet import get_alphabet
+    from wensu.embed.compute import stream_chunk
+    from wensu.model import Encoder
+    from wensu.model.config import EncoderConfig
+    from wensu.model.streaming import stream_encode
+
+    cfg = encoder.cfg.to_dict()
+    cfg["attention"].update(window=window, backend="dense")
+    windowed = Encoder(EncoderConfig.from_dict(cfg))
+    windowed.load_state_dict(encoder.state_dict())
+    windowed.eval()
+    tokens = torch.from_numpy(get_alphabet().encode(sequence))
+    layers = list(range(windowed.num_layers + 1))
+    with torch.no_grad():
+        dense = windowed(tokens[None], repr_layers=layers)["representations"]
+        diff = {layer: 0.0 for layer in layers}
+
+        def sink(layer, start, values):
+            reference = dense[layer][0, start : start + len(values)]
+            diff[layer] = max(diff[layer], float((values - reference).abs().max()))
+
+        stream_encode(windowed, tokens, layers, sink, stream_chunk(windowed))
+    return {"residues": len(sequence), "window": window, "max_abs_diff": max(diff.values())}
+
+
 def long_sequence(args: argparse.Namespace, encoder, workdir: Path) -> dict:
-    """Peak memory of one long sequence: dense (stitched windows) and windowed (chunked)."""
+    """Peak memory of one long sequence: dense (stitched windows) and windowed (streamed)."""
+    lengths = sorted(int(n) for n in args.long_residues.split(","))
     pieces, total = [], 0
     for _, seq in read_fasta(ECOLI):
-        if total >= args.long_residues:
-            break
         pieces.append(seq)
         total += len(seq)
-    sequence = "".join(pieces)[: args.long_residues]
+    sequence = "".join(pieces)
+    if len(sequence) < lengths[-1]:
+        raise SystemExit(f"the proteome has {len(sequence)} residues, fewer than {lengths[-1]}")
     dense_cfg = encoder.cfg.to_dict()
     windowed_cfg = json.loads(json.dumps(dense_cfg))
     windowed_cfg["attention"]["window"] = args.long_window
-    cases = []
-    for name, config, length in [
-        ("dense_stitched_windows", dense_cfg, len(sequence)),
-        ("windowed_chunked", windowed_cfg, len(sequence) // 2),
-        ("windowed_chunked", windowed_cfg, len(sequence)),
-    ]:
+    plan = [("dense_stitched_windows", dense_cfg, args.dense_residues)]
+    plan += [("windowed_streamed", windowed_cfg, length) for length in lengths]
+    result = {
+        "source": f"{ECOLI.name} proteins concatenated ({len(sequence)} residues)",
+        "equal_to_dense": streamed_equals_dense(
+            encoder, sequence[: args.equal_residues], args.long_window
+        ),
+        "cases": [],
+    }
+    for name, config, length in plan:
         fasta = workdir / f"long-{length}.fasta"
         write_fasta(fasta, [("concatenated_ecoli", sequence[:length])])
         case = long_case(name, config, fasta, workdir, args.device)
-        cases.append({"residues": length, **case})
-    return {"source": f"{ECOLI.name} proteins concatenated", "cases": cases}
+        case["mib_per_1000_residues"] = case["peak_minus_before_mib"] / length * 1000
+        result["cases"].append({"residues": length, **case})
+        fasta.unlink()
+        print(json.dumps(result["cases"][-1]), flush=True)
+    streamed = [c for c in result["cases"] if c["case"] == "windowed_streamed"]
+    per_k = [c["mib_per_1000_residues"] for c in streamed]
+    result["streamed_per_residue_spread"] = max(per_k) / min(per_k)
+    result["streamed_peak_gib_at_longest"] = streamed[-1]["peak_rss_mib"] / 1024
+    return result
 
 
 def main() -> None:
@@ -273,7 +316,11 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, default=8, help="Hugging Face batch size")
     parser.add_argument("--max-tokens", type=int, default=8192, help="wensu token budget")
-    parser.add_argument("--long-residues", type=int, default=35_000)
+    parser.add_argument(
+        "--long-residues", default="100000,300000,1000000", help="windowed lengths, comma-separated"
+    )
+    parser.add_argument("--dense-residues", type=int, default=35_000)
+    parser.add_argument("--equal-residues", type=int, default=8192)
     parser.add_argument("--long-window", type=int, default=128, help="windowed model's window")
     parser.add_argument("--parts", default="throughput,long", help="throughput and/or long")
     parser.add_argument("--output", type=Path, default=None)

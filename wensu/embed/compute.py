@@ -6,9 +6,13 @@ padded batches. Longer sequences take one of two paths:
 Models configured with the ``flex`` backend run with ``chunked`` on CPU (same attention
 pattern; compiled CPU FlexAttention would build a kernel per distinct sequence length).
 
-* windowed model (``attention.window`` set): the whole sequence in one forward pass through a
-  twin encoder that shares the weights but uses the ``chunked`` attention backend, so memory is
-  linear in L; the result equals the dense backend with the same window (same attention pattern).
+* windowed model (``attention.window`` set): the whole sequence streamed layer by layer over
+  chunks of positions (:func:`wensu.model.streaming.stream_encode`): memory is the residual
+  stream (L x d_model floats) plus per-chunk work, about 1.3 KB per residue for the 8M shape, and
+  the result equals the dense backend with the same window (same attention pattern). ``mean`` is
+  accumulated chunk by chunk; ``per_residue`` goes into a disk-backed array (``np.memmap`` in the
+  temporary directory) once it is larger than ``RESIDUE_BUFFER_IN_MEMORY`` bytes, and the writer
+  copies it into the HDF5 file in row blocks.
 * dense model: overlapping windows of ``window`` residues every ``stride`` residues (the last
   window is shifted to end at the sequence end), each wrapped as ``<cls> ... <eos>`` and run
   separately. A residue's vector is the average over the windows that contain it, so residues
@@ -21,6 +25,7 @@ pattern; compiled CPU FlexAttention would build a kernel per distinct sequence l
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +37,10 @@ from wensu.embed.batching import SPECIAL_TOKENS_PER_SEQUENCE, plan_windows
 from wensu.embed.file_format import SequenceEmbedding
 from wensu.model import Encoder
 from wensu.model.moe import unlimited_expert_capacity
+from wensu.model.streaming import stream_encode
+
+# Per-residue outputs of one long sequence above this size live in a disk-backed array.
+RESIDUE_BUFFER_IN_MEMORY = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,21 @@ def chunked_twin(encoder: Encoder) -> Encoder:
     return twin.to(next(encoder.parameters()).device).eval()
 
 
+def stream_chunk(encoder: Encoder) -> int:
+    """Positions per chunk of a streamed pass: a few windows wide (each chunk attends to its
+    rows plus a window either side, so wider chunks waste less of the window's halo)."""
+    return max(2048, 8 * int(encoder.cfg.attention.window or 0))
+
+
+def residue_buffer(rows: int, d_model: int) -> np.ndarray:
+    """A float32 [rows, d_model] array; disk-backed (temporary file) when it is large."""
+    if rows * d_model * 4 <= RESIDUE_BUFFER_IN_MEMORY:
+        return np.empty((rows, d_model), dtype=np.float32)
+    with tempfile.TemporaryFile(prefix="wensu-per-residue-") as handle:
+        # The mapping keeps the (already unlinked) file alive until the array is freed.
+        return np.memmap(handle, dtype=np.float32, mode="w+", shape=(rows, d_model))
+
+
 class SequenceEmbedder:
     """Runs an :class:`Encoder` in inference mode and pools its representations."""
 
@@ -94,7 +118,6 @@ class SequenceEmbedder:
         self.settings = settings
         self.device = device
         self.windowed = encoder.cfg.attention.window is not None
-        self._long_encoder: Encoder | None = None
 
     def is_long(self, length: int) -> bool:
         """Whether a sequence of ``length`` residues exceeds the trained context."""
@@ -150,14 +173,48 @@ class SequenceEmbedder:
     def embed_long(self, sequence: bytes | str) -> SequenceEmbedding:
         """Embed one sequence longer than the trained context (see the module docstring)."""
         if self.windowed:
-            if self._long_encoder is None:
-                self._long_encoder = chunked_twin(self.encoder)
-            tokens = torch.from_numpy(self._encode(sequence)).to(self.device)[None]
-            representations = self._forward(self._long_encoder, tokens)
-            return {
-                layer: self._pool(rep[0, 1:-1], rep[0, 0]) for layer, rep in representations.items()
-            }
+            return self._embed_streamed(sequence)
         return self._embed_stitched(sequence)
+
+    def _embed_streamed(self, sequence: bytes | str) -> SequenceEmbedding:
+        tokens = torch.from_numpy(self._encode(sequence)).to(self.device)
+        residues, d_model = len(tokens) - 2, self.encoder.cfg.d_model
+        pooling = self.settings.pooling
+        sums = {layer: torch.zeros(d_model, dtype=torch.float64) for layer in self.settings.layers}
+        cls = {}
+        per_residue = {
+            layer: residue_buffer(residues, d_model)
+            for layer in self.settings.layers
+            if "per_residue" in pooling
+        }
+
+        def sink(layer: int, start: int, values: torch.Tensor) -> None:
+            values = values.float()
+            if start == 0:
+                cls[layer] = values[0].cpu().numpy()
+            first, last = max(start, 1), min(start + len(values), residues + 1)
+            if first >= last:
+                return
+            rows = values[first - start : last - start]
+            sums[layer] += rows.double().sum(0).cpu()
+            if layer in per_residue:
+                per_residue[layer][first - 1 : last - 1] = rows.cpu().numpy()
+
+        with torch.inference_mode(), self._autocast(), unlimited_expert_capacity(self.encoder):
+            stream_encode(
+                self.encoder, tokens, self.settings.layers, sink, stream_chunk(self.encoder)
+            )
+        result: SequenceEmbedding = {}
+        for layer in self.settings.layers:
+            entry = {}
+            if "mean" in pooling:
+                entry["mean"] = (sums[layer] / max(residues, 1)).float().numpy()
+            if "per_residue" in pooling:
+                entry["per_residue"] = per_residue[layer]
+            if "cls" in pooling:
+                entry["cls"] = cls[layer]
+            result[layer] = entry
+        return result
 
     def _pool(self, per_residue: torch.Tensor, cls: torch.Tensor) -> dict[str, np.ndarray]:
         pooled: dict[str, np.ndarray] = {}

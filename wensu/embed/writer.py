@@ -118,8 +118,24 @@ def write_group(
         layer_group = group.create_group(layer_name(layer))
         for kind, values in kinds.items():
             dtype = per_residue_dtype if kind == "per_residue" else "float32"
-            layer_group.create_dataset(kind, data=np.asarray(values, dtype=dtype))
+            _write_dataset(layer_group, kind, values, dtype)
     group.attrs["complete"] = True
+
+
+ROW_BLOCK_BYTES = 64 * 2**20
+
+
+def _write_dataset(group: h5py.Group, name: str, values: np.ndarray, dtype: str) -> None:
+    """One dataset; a large 2-D array (a long sequence's per-residue vectors, possibly
+    disk-backed) is converted and written in row blocks, never copied whole."""
+    values = np.asanyarray(values)
+    if values.ndim != 2 or values.nbytes <= ROW_BLOCK_BYTES:
+        group.create_dataset(name, data=np.asarray(values, dtype=dtype))
+        return
+    dataset = group.create_dataset(name, shape=values.shape, dtype=dtype)
+    step = max(1, ROW_BLOCK_BYTES // max(values.shape[1] * values.itemsize, 1))
+    for start in range(0, values.shape[0], step):
+        dataset[start : start + step] = np.asarray(values[start : start + step], dtype=dtype)
 
 
 Entries = dict[str, tuple[str | None, int | None]]  # id -> (sequence digest, length)

@@ -79,14 +79,22 @@ class Encoder(nn.Module):
             if layer.is_moe:
                 layer.ffn.reset_parameters()
 
-    def embed(self, tokens: Tensor, padding_mask: Tensor) -> Tensor:
-        """Token embeddings with ESM-2 token dropout (train and eval) and zeroed padding."""
+    def embed(
+        self, tokens: Tensor, padding_mask: Tensor, mask_fraction: float | None = None
+    ) -> Tensor:
+        """Token embeddings with ESM-2 token dropout (train and eval) and zeroed padding.
+
+        ``mask_fraction`` is each row's fraction of ``<mask>`` tokens when ``tokens`` are a
+        slice of a longer sequence (streamed encoding); by default it is counted per row."""
         x = self.embed_tokens(tokens)
         if self.cfg.token_dropout:
             is_mask = tokens.eq(self.cfg.mask_idx)
             x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
-            lengths = (~padding_mask).sum(-1).clamp(min=1)
-            observed = is_mask.sum(-1).to(x.dtype) / lengths
+            if mask_fraction is None:
+                lengths = (~padding_mask).sum(-1).clamp(min=1)
+                observed = is_mask.sum(-1).to(x.dtype) / lengths
+            else:
+                observed = x.new_full((tokens.shape[0],), float(mask_fraction))
             # An all-<mask> row is all zeros already; the clamp only avoids 0 * inf.
             x = x * (1 - MASK_RATIO_TRAIN) / (1 - observed).clamp(min=1e-6)[:, None, None]
         return x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
