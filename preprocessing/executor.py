@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+
+from wensu.ray_cluster import connect, failure_line
 
 from .errors import ConfigError, PreprocessError
 
@@ -54,20 +55,8 @@ class RayExecutor:
     """Tasks as Ray remote functions (retried when a worker dies), results in task order."""
 
     def __init__(self, address: str | None, num_cpus: int | None, max_retries: int):
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError(
-                "executor=ray needs Ray: pip install 'wensu[ray]' (or pip install 'ray[data]')"
-            ) from None
+        ray, self._started = connect(address, num_cpus, ConfigError)
         self.ray = ray
-        self._started = False
-        if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS") or None
-            kwargs = {"address": address} if address else {"num_cpus": num_cpus}
-            ray.init(**kwargs, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)  # fmt: skip
-            self._started = True
         self.workers = max(int(ray.cluster_resources().get("CPU", 1)), 1)
         self.max_retries = max_retries
         self._remote: dict[Callable, object] = {}
@@ -90,11 +79,8 @@ class RayExecutor:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
-            # One line, not a remote stack trace: the cause's own message.
-            cause = getattr(err, "cause", None) or err
-            first = str(cause).strip().splitlines()[-1] if str(cause).strip() else repr(cause)
             raise PreprocessError(
-                f"a Ray task failed after {self.max_retries} retries: {first}"
+                f"a Ray task failed after {self.max_retries} retries: {failure_line(err)}"
             ) from None
 
     def close(self) -> None:

@@ -52,6 +52,7 @@ from wensu.embed.worker import (
     ProgressBar,
     WorkerJob,
     cpu_threads_per_worker,
+    run_ray_workers,
     run_worker,
     run_workers,
 )
@@ -166,9 +167,7 @@ def embed(
             model_source=model.source_for_workers,
         )
         todo = [n for i, n in zip(scan.ids, scan.lengths.tolist(), strict=True) if i not in done]
-        written, residues = _run(
-            job, model, settings.devices, first_device, todo, settings.progress
-        )
+        written, residues = _run(job, model, settings, first_device, todo)
         attrs = _file_attrs(model, compute, stored)
         if fmt == "h5":
             total = finalize_h5(output_path, attrs)
@@ -190,23 +189,26 @@ def embed(
 def _run(
     job: WorkerJob,
     model: LoadedModel,
-    devices: int,
+    settings: EmbedSettings,
     first_device: torch.device,
     todo_lengths: list[int],
-    progress: bool,
 ) -> tuple[int, int]:
-    """Embed what is not done yet, in this process or one process per device."""
+    """Embed what is not done yet: in this process, one process per device, or Ray tasks."""
     if not todo_lengths:
         return 0, 0
-    bar = ProgressBar(len(todo_lengths), sum(todo_lengths), enabled=progress)
+    devices = settings.devices
+    bar = ProgressBar(len(todo_lengths), sum(todo_lengths), enabled=settings.progress)
     try:
-        if devices == 1:
+        if devices == 1 and settings.executor == "local":
             embedder = SequenceEmbedder(model.encoder, model.alphabet, job.settings, first_device)
             written = run_worker(job, embedder, bar.update)
         else:
             threads = cpu_threads_per_worker(devices) if first_device.type == "cpu" else None
             jobs = [replace(job, rank=r, world=devices, threads=threads) for r in range(devices)]
-            written = run_workers(jobs, build_embedder, bar.update)
+            if settings.executor == "ray":
+                written = run_ray_workers(jobs, build_embedder, bar.update, settings.ray_address)
+            else:
+                written = run_workers(jobs, build_embedder, bar.update)
     finally:
         residues = bar.close()
     return written, residues

@@ -16,6 +16,7 @@ from wensu.embed.writer import FORMATS
 DEFAULT_MAX_LENGTH = 1022
 PRECISIONS = ("fp32", "bf16", "auto")
 PER_RESIDUE_DTYPES = ("float32", "float16")
+EXECUTORS = ("local", "ray")
 
 
 class EmbedError(ValueError):
@@ -57,6 +58,8 @@ _FROM_OPTION = {
     "dedup": _strict_bool,
     "beyond_trained_context": _strict_bool,
     "progress": _strict_bool,
+    "executor": str,
+    "ray_address": lambda value: None if value is None else str(value),
 }
 
 
@@ -68,7 +71,11 @@ class EmbedSettings:
         layers: layers to keep (0 = embedding output, -1 = final normed output).
         pooling: any of ``mean``, ``per_residue``, ``cls``.
         max_tokens: padded-token budget per batch (a longer single sequence runs alone).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``devices``: worker processes.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``devices``: workers (processes, or
+            Ray tasks with ``executor=ray``), one model replica each.
+        executor: ``local`` (this machine) or ``ray`` (the workers as Ray tasks on the cluster at
+            ``ray_address``, else ``$RAY_ADDRESS``, else a local Ray instance; the output path
+            must be on storage every node sees).
         precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA, else fp32).
         format: ``h5`` (one file) or ``npz``/``pt`` (a folder of per-sequence files).
         max_length: trained context in residues (default: from the checkpoint, else 1022).
@@ -94,6 +101,8 @@ class EmbedSettings:
     sort_buffer_residues: int = 20_000_000
     segment_sequences: int = 1000
     progress: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> EmbedSettings:
@@ -132,6 +141,8 @@ class EmbedSettings:
             raise EmbedError(
                 f"pooling must be a non-empty subset of {list(KINDS)}, got {list(self.pooling)}"
             )
+        if self.executor not in EXECUTORS:
+            raise EmbedError(f"executor must be one of {list(EXECUTORS)}, got {self.executor!r}")
         if self.format not in FORMATS:
             raise EmbedError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
         if self.precision not in PRECISIONS:

@@ -1,4 +1,5 @@
-"""The embedding loop of one worker, and one worker process per device for ``devices=N``.
+"""The embedding loop of one worker, and one worker process per device for ``devices=N``
+(or one Ray task per worker with ``executor=ray``).
 
 A worker streams its share of the input (records ``i`` with ``i % world == rank`` among the
 selected records), sorts each buffer by length, runs token-budget batches and writes every
@@ -31,6 +32,7 @@ from wensu.embed.compute import ComputeSettings, SequenceEmbedder
 from wensu.embed.inputs import iter_selected, sequence_digest
 from wensu.embed.writer import PerSequenceFileWriter, SegmentWriter, parts_dir_of
 from wensu.progress import progress_bar
+from wensu.ray_cluster import connect, failure_line
 
 Progress = Callable[[int, int], None]  # (sequences, residues) just written
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -171,6 +173,63 @@ def run_workers(
     if errors:
         raise WorkerError("; ".join(errors))
     return sum(finished.values())
+
+
+def _ray_worker(job: WorkerJob, build: Callable[[WorkerJob], SequenceEmbedder], messages) -> int:
+    """One worker as a Ray task: progress goes to the driver through a Ray queue."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    return run_worker(job, build(job), lambda n, r: messages.put((n, r)))
+
+
+def run_ray_workers(
+    jobs: Sequence[WorkerJob],
+    build: Callable[[WorkerJob], SequenceEmbedder],
+    progress: Progress,
+    address: str | None,
+    max_retries: int = 3,
+) -> int:
+    """Run one Ray task per job (``executor=ray``); returns the sequences written by all.
+
+    A task whose worker dies is retried by Ray; it re-embeds its share minus what was done
+    when the run started, and the merge keys groups by id, so the output is the same.
+    """
+    ray, started = connect(address, None, WorkerError)
+    from ray.util.queue import Empty, Queue
+
+    messages = Queue()
+    gpus = 1 if str(jobs[0].device).startswith("cuda") else 0
+    task = ray.remote(_ray_worker).options(
+        num_cpus=jobs[0].threads or 1, num_gpus=gpus, max_retries=max_retries
+    )
+    pending = [task.remote(job, build, messages) for job in jobs]
+    written = 0
+
+    def drain() -> None:
+        while True:
+            try:
+                progress(*messages.get_nowait())
+            except Empty:
+                return
+
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            drain()
+            for ref in ready:
+                try:
+                    written += ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    why = failure_line(err)
+                    raise WorkerError(f"embedding worker (Ray task) failed: {why}") from None
+        drain()
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        messages.shutdown()
+        if started:
+            ray.shutdown()
+    return written
 
 
 def cpu_threads_per_worker(world: int) -> int:
