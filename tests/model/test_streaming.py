@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_embed import tiny_encoder
 
 from wensu.model import Encoder, EncoderConfig
 from wensu.model.moe import unlimited_expert_capacity
@@ -22,18 +23,7 @@ CASES = [
 
 
 def _encoder(window: int, num_global: int, ffn: str) -> Encoder:
-    torch.manual_seed(0)
-    extra = {"moe_num_experts": 2, "moe_top_k": 1} if ffn == "moe" else {}
-    cfg = EncoderConfig(
-        num_layers=2,
-        d_model=32,
-        num_heads=4,
-        ffn_dim=64,
-        ffn=ffn,
-        attention={"backend": "dense", "window": window, "num_global": num_global},
-        **extra,
-    )
-    return Encoder(cfg).eval()
+    return tiny_encoder(ffn=ffn, backend="dense", window=window, num_global=num_global)
 
 
 @pytest.mark.parametrize(("length", "window", "num_global", "chunk", "ffn"), CASES)
