@@ -62,7 +62,7 @@ def test_token_budget_batches_never_exceed_budget():
     assert batches[0] == [8]  # longest first, alone (over budget)
 
 
-def test_windowed_long_sequences_take_chunked_path_and_equal_dense(tmp_path, records):
+def test_windowed_long_sequences_are_streamed_and_equal_dense(tmp_path, records):
     encoder = tiny_encoder(window=8)
     embed(
         encoder,
