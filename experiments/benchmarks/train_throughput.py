@@ -200,13 +200,14 @@ def _build(kind: str, length: int, batch: int, device, tokens=None):
     inputs, labels = mask_tokens(tokens, get_alphabet(), generator=generator.manual_seed(0))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    if kind == "wensu":
+    if kind in ("wensu", "wensu_compiled"):
         from wensu.train.base_module import adamw
         from wensu.train.module import MaskedLMModule
         from wensu.train.settings import OptimSettings
 
         if kind not in _MODELS:
-            module = MaskedLMModule(model=ESM2_8M).to(device).train()
+            compiled = kind == "wensu_compiled"  # torch.compile (inductor), as compile=true
+            module = MaskedLMModule(model=ESM2_8M, compile=compiled).to(device).train()
             optimizer = adamw([{"params": list(module.parameters())}], OptimSettings(lr=1e-4))
             _MODELS[kind] = (module, optimizer)
         module, optimizer = _MODELS[kind]
@@ -254,16 +255,21 @@ def _timed(step, device) -> float:
     return time.perf_counter() - start
 
 
-def _timing(length: int, batch: int, device_name: str, steps: int, warmup: int) -> dict:
-    """Both implementations in one process, steps alternating, so both see the same load."""
+def _timing(
+    length: int, batch: int, device_name: str, steps: int, warmup: int, compiled: bool = False
+) -> dict:
+    """Both implementations (and wensu under torch.compile when ``compiled``) in one process,
+    steps alternating, so all see the same load."""
     import torch
     import transformers  # noqa: F401  (imported before timing starts)
 
     device = torch.device(device_name)
-    built = {kind: _build(kind, length, batch, device) for kind in ("wensu", "hf")}
+    kinds = ("wensu", "hf", "wensu_compiled") if compiled else ("wensu", "hf")
+    built = {kind: _build(kind, length, batch, device) for kind in kinds}
+    warmup_seconds = {kind: 0.0 for kind in built}
     for _ in range(warmup):
-        for train_step, _ in built.values():
-            train_step()
+        for kind, (train_step, _) in built.items():
+            warmup_seconds[kind] += _timed(train_step, device)
     times = {
         f"{kind}_{phase}": [] for kind in built for phase in ("train_step", "forward_backward")
     }
@@ -271,6 +277,7 @@ def _timing(length: int, batch: int, device_name: str, steps: int, warmup: int) 
         for kind, (train_step, forward_backward) in built.items():
             times[f"{kind}_train_step"].append(_timed(train_step, device))
             times[f"{kind}_forward_backward"].append(_timed(forward_backward, device))
+    times["warmup_seconds"] = warmup_seconds
     return times
 
 
@@ -356,6 +363,9 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time wensu under torch.compile (inductor)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -372,8 +382,11 @@ def main() -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
     results = []
     for length, batch in shapes:
-        times = run_isolated(_timing, length, batch, args.device, args.steps, args.warmup)
+        times = run_isolated(
+            _timing, length, batch, args.device, args.steps, args.warmup, args.compile
+        )
         entry = {"length": length, "batch": batch, "tokens_per_step": length * batch}
+        entry["warmup_seconds"] = times.pop("warmup_seconds")
         for key, values in times.items():
             median = statistics.median(values)
             entry[f"{key}_s"] = median
@@ -384,6 +397,14 @@ def main() -> None:
         for phase in ("train_step", "forward_backward"):
             entry[f"speedup_{phase}"] = entry[f"hf_{phase}_s"] / entry[f"wensu_{phase}_s"]
         entry["memory_ratio_hf_over_wensu"] = entry["hf_peak_mib"] / entry["wensu_peak_mib"]
+        if args.compile:
+            for phase in ("train_step", "forward_backward"):
+                entry[f"speedup_compiled_{phase}"] = (
+                    entry[f"hf_{phase}_s"] / entry[f"wensu_compiled_{phase}_s"]
+                )
+            entry["compiled_over_eager_train_step"] = (
+                entry["wensu_train_step_s"] / entry["wensu_compiled_train_step_s"]
+            )
         results.append(entry)
         print(json.dumps(entry, indent=1), flush=True)
 
@@ -427,8 +448,16 @@ def main() -> None:
                 str(r["length"]): r["speedup_train_step"] >= 1.2 for r in results
             },
         },
-        "torch_compile_cpu": "not tried in this run: the shared 2-core machine (load ~20) "
-        "made inductor compile times dominate any measurement",
+        "torch_compile_cpu": {
+            str(r["length"]): {
+                "compiled_over_eager_train_step": r["compiled_over_eager_train_step"],
+                "speedup_compiled_over_hf_train_step": r["speedup_compiled_train_step"],
+                "warmup_seconds_compiled_vs_eager": [
+                    r["warmup_seconds"]["wensu_compiled"], r["warmup_seconds"]["wensu"]
+                ],
+            }
+            for r in results
+        } if args.compile else "not run (pass --compile)",
         "data_loader": loader,
     }  # fmt: skip
     output = args.output or RESULTS / f"train_throughput_{args.device.split(':')[0]}.json"
