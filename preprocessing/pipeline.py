@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from wensu import __version__
 from wensu.data.fasta import residue_bytes
 from wensu.data.shards import FORMAT_VERSION, MANIFEST_NAME, SPLITS, sha256_file, write_manifest
 from wensu.resources import default_fasta
@@ -85,12 +86,6 @@ SOURCE = "wensu-preprocess"
 def _parse_task(args: tuple) -> dict:
     path, unit, work, settings = args
     return parse_unit(path, unit, work, settings)
-
-
-def _version() -> str:
-    from wensu import __version__
-
-    return __version__
 
 
 class _Run:
@@ -457,7 +452,7 @@ class _Run:
             "format_version": FORMAT_VERSION,
             "kind": "proteins",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "generator": {"name": SOURCE, "version": _version()},
+            "generator": {"name": SOURCE, "version": __version__},
             "fingerprint": fingerprint,
             "inputs": entries,
             "config": self.config.output_config(),
