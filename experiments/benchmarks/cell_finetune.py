@@ -13,12 +13,21 @@ Unknown are unusable labels). Methods, each for seeds 0, 1, 2:
   validation macro-F1 (the published scBERT re-evaluation baseline);
 * ``kNN-PCA``: k nearest neighbours on 50 PCs of the standardised HVGs, k by validation.
 
+Gene panels. The baselines are refitted per test file on the genes it shares with the training
+files; the fine-tuned classifier is trained once on the training files' shared panel and used on
+every test file, except where a test file measures less than ``QUERY_PANEL_COVERAGE`` of that
+panel (Symphony: 231 of 1,280 genes). For such a file a second classifier is fine-tuned with
+``data.panel_from=[that file]`` (only its gene list is read, never its cells or labels), the
+``wensu-annotate`` workflow for a query with a small gene panel, in both arms and every seed.
+
 Stages (each writes JSON under --work; ``report`` collects them into experiments/results)::
 
     python experiments/benchmarks/cell_finetune.py baselines --seeds 0 1 2
     python experiments/benchmarks/cell_finetune.py finetune --checkpoint PRE.ckpt --arm pretrained \
         --seed 0 [wensu-train overrides ...]
     python experiments/benchmarks/cell_finetune.py evaluate --arm pretrained --seed 0
+    python experiments/benchmarks/cell_finetune.py finetune ... --query QUERY_FILE_NAME
+    python experiments/benchmarks/cell_finetune.py evaluate ... --query QUERY_FILE_NAME
     python experiments/benchmarks/cell_finetune.py report --pretrain-log /tmp/cells17/pretrain.log
 """
 
@@ -58,6 +67,7 @@ LABEL = "cell_type_coarse"
 CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 L1_CS = (0.01, 0.1, 1.0, 10.0)
 KS = (5, 15, 30)
+QUERY_PANEL_COVERAGE = 0.9
 FINETUNE_ARGS = [
     "data.max_cells_per_file=5000",
     "trainer.enable_progress_bar=false",
@@ -169,10 +179,20 @@ def run_baselines(seed: int, out: Path) -> dict:
     return results
 
 
-def run_finetune(checkpoint: str, arm: str, seed: int, work: Path, extra: list[str]) -> Path:
-    """``wensu-train experiment=cells_finetune`` (resumes when its run dir exists)."""
-    run_dir = work / f"{arm}_seed{seed}"
+def run_dir_of(work: Path, arm: str, seed: int, query: str | None) -> Path:
+    """One run per arm and seed, plus one per query-panel test file."""
+    return work / (f"{arm}_seed{seed}" + (f"_panel-{query}" if query else ""))
+
+
+def run_finetune(
+    checkpoint: str, arm: str, seed: int, work: Path, extra: list[str], query: str | None = None
+) -> Path:
+    """``wensu-train experiment=cells_finetune`` (resumes when its run dir exists); with
+    ``query`` the panel is narrowed to the genes that test file measures."""
+    run_dir = run_dir_of(work, arm, seed, query)
     files = ",".join(str(_path(n)) for n in TRAIN_FILES)
+    if query:
+        extra = [*extra, f"data.panel_from=[{_path(query)}]"]
     command = [
         str(Path(sys.executable).parent / "wensu-train"),
         "experiment=cells_finetune",
@@ -189,7 +209,7 @@ def run_finetune(checkpoint: str, arm: str, seed: int, work: Path, extra: list[s
     return run_dir
 
 
-def evaluate_run(run_dir: Path) -> dict:
+def evaluate_run(run_dir: Path, files: tuple[str, ...] = TEST_FILES) -> dict:
     """Test-file metrics of a fine-tuned run's best.ckpt."""
     from wensu.annotate.predict import predict_cells
     from wensu.checkpoint import load_cell_classifier
@@ -198,7 +218,7 @@ def evaluate_run(run_dir: Path) -> dict:
 
     classifier, info = load_cell_classifier(run_dir / "checkpoints" / "best.ckpt")
     results = {}
-    for name in TEST_FILES:
+    for name in files:
         started = time.perf_counter()
         cells = labelled_only(read_cell_file(f"{_path(name)}:{LABEL}"))
         merge = MERGES.get(name, {})
@@ -242,16 +262,19 @@ def report(work: Path, seeds: list[int], pretrain_log: Path | None) -> dict:
             for method in ("LR-HVG", "L1-LR", "kNN-PCA"):
                 methods.setdefault(method, {}).setdefault(name, {})[seed] = row[method]
         for arm, label in (("pretrained", "wensu-finetuned"), ("random", "random-init")):
-            run_dir = work / f"{arm}_seed{seed}"
-            cached = run_dir / "test_metrics.json"
-            if not cached.is_file():  # `evaluate` stage not run (or not finished) for it
-                missing.append(str(cached))
-                continue
-            summary = json.loads((run_dir / "summary.json").read_text())
-            for name, metrics in json.loads(cached.read_text()).items():
-                metrics["finetune_cpu_seconds"] = summary["cpu_seconds_this_session"]
-                metrics["finetune_steps"] = summary["global_step"]
-                methods.setdefault(label, {}).setdefault(name, {})[seed] = metrics
+            for query in (None, *TEST_FILES):
+                run_dir = run_dir_of(work, arm, seed, query)
+                cached = run_dir / "test_metrics.json"
+                if not cached.is_file():  # `evaluate` stage not run (or not finished) for it
+                    if query is None:
+                        missing.append(str(cached))
+                    continue
+                summary = json.loads((run_dir / "summary.json").read_text())
+                for name, metrics in json.loads(cached.read_text()).items():
+                    metrics["finetune_cpu_seconds"] = summary["cpu_seconds_this_session"]
+                    metrics["finetune_steps"] = summary["global_step"]
+                    metrics["classifier"] = run_dir.name
+                    methods.setdefault(label, {}).setdefault(name, {})[seed] = metrics
     table = {}
     for method, by_file in methods.items():
         table[method] = {
@@ -351,6 +374,7 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cells17/bench"))
     parser.add_argument("--pretrain-log", type=Path)
+    parser.add_argument("--query", choices=TEST_FILES, help="narrow the panel to this test file")
     args, extra = parser.parse_known_args()  # the rest: wensu-train overrides (finetune)
     from threadpoolctl import threadpool_limits
 
@@ -359,10 +383,11 @@ def main() -> None:
             for seed in args.seeds:
                 run_baselines(seed, args.work / f"baselines_seed{seed}.json")
         elif args.stage == "finetune":
-            run_finetune(args.checkpoint, args.arm, args.seed, args.work, extra)
+            run_finetune(args.checkpoint, args.arm, args.seed, args.work, extra, args.query)
         elif args.stage == "evaluate":
-            run_dir = args.work / f"{args.arm}_seed{args.seed}"
-            (run_dir / "test_metrics.json").write_text(json.dumps(evaluate_run(run_dir)))
+            run_dir = run_dir_of(args.work, args.arm, args.seed, args.query)
+            files = (args.query,) if args.query else TEST_FILES
+            (run_dir / "test_metrics.json").write_text(json.dumps(evaluate_run(run_dir, files)))
         else:
             print(json.dumps(report(args.work, args.seeds, args.pretrain_log)["table"], indent=1))
 

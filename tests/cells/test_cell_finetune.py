@@ -16,6 +16,7 @@ from cell_helpers import KANG, PBMC3K, tiny_pretrained, write_h5ad
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from train_helpers import kill_once_written, run_train, start_train  # noqa: E402
 
+from wensu.cell_vocab import NUM_SPECIAL  # noqa: E402
 from wensu.checkpoint import load_cell_classifier  # noqa: E402
 from wensu.data.cell_inputs import CellInputError  # noqa: E402
 from wensu.train.cell_finetune import class_weights, macro_f1  # noqa: E402
@@ -186,3 +187,19 @@ def test_last_k_layers_freezes_the_rest():
     )
     with pytest.raises(ValueError, match="train_layers must be in 0..3"):
         classifier.freeze_below(4)
+
+
+def test_panel_from_keeps_only_the_genes_a_query_file_measures(tmp_path):
+    kang = read_h5ad(KANG)
+    vocab = [str(g) for g in kang.var_names]
+    full = load_labelled_tokens([str(KANG)], vocab, min_genes=10)
+    measured = vocab[::3]  # a query measuring every third gene, cells irrelevant
+    query = write_h5ad(tmp_path / "query.h5ad", np.ones((2, len(measured))), measured)
+    narrow = load_labelled_tokens([str(KANG)], vocab, min_genes=10, panel_from=[str(query)])
+    assert narrow.panel == sorted(set(full.panel) & set(measured))
+    assert narrow.report["panel_from"][str(query)]["panel_kept"] == len(narrow.panel)
+    allowed = {vocab.index(g) + NUM_SPECIAL for g in narrow.panel}
+    assert set(np.concatenate(narrow.tokens.token_ids).tolist()) <= allowed
+    few = write_h5ad(tmp_path / "few.h5ad", np.ones((2, 3)), vocab[:3])
+    with pytest.raises(CellInputError, match=r"few\.h5ad: only 3 of the .* panel genes"):
+        load_labelled_tokens([str(KANG)], vocab, min_genes=10, panel_from=[str(few)])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,42 +198,14 @@ def read_cell_file(
 ) -> CellMatrix:
     """One .h5ad as a :class:`CellMatrix` (see the module docstring for what is accepted).
     The file is opened read-only in backed mode and read in row chunks."""
-    import anndata
-    import h5py
-
     spec = spec if isinstance(spec, CellFileSpec) else parse_file_spec(spec)
     path = spec.path
-    if not path.is_file():
-        raise CellInputError(f"{path}: no such .h5ad file")
-    if not h5py.is_hdf5(path):
-        raise CellInputError(f"{path}: not an HDF5/.h5ad file")
-    if matrix not in ("X", "raw"):
-        raise CellInputError(f"matrix must be 'X' or 'raw', got {matrix!r}")
-    try:
-        adata = anndata.read_h5ad(path, backed="r")
-    except Exception as error:  # noqa: BLE001 - anndata raises many types for broken files
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CellInputError(f"{path}: not a readable .h5ad ({first})") from None
-    try:
-        if matrix == "raw":
-            if adata.raw is None:
-                raise CellInputError(f"{path}: matrix=raw but the file has no raw/X")
-            X, var = adata.raw.X, adata.raw.var
-        else:
-            X, var = adata.X, adata.var
-        if X is None:
-            raise CellInputError(f"{path}: the file has no expression matrix X")
+    with _backed(path) as adata:
+        X, var = _matrix_and_var(path, adata, matrix)
         obs = adata.obs
-        if adata.n_obs == 0 or var.shape[0] == 0:
-            raise CellInputError(
-                f"{path}: empty ({adata.n_obs} cells x {var.shape[0]} genes); nothing to read"
-            )
         genes, source = _gene_ids(path, var, gene_column)
         _check_unique(path, genes, source)
         values_matrix = _read_rows(path, X, adata.n_obs)
-    finally:
-        if adata.isbacked:
-            adata.file.close()
     labels = None
     if spec.label_column is not None:
         if spec.label_column not in obs.columns:
@@ -260,6 +233,59 @@ def read_cell_file(
         kind,
         notes,
     )
+
+
+def read_cell_genes(
+    path: str | os.PathLike, *, gene_column: str | None = None, matrix: str = "X"
+) -> np.ndarray:
+    """The gene ids of an .h5ad (as :func:`read_cell_file` reads them), without its cells."""
+    path = parse_file_spec(path).path
+    with _backed(path) as adata:
+        _, var = _matrix_and_var(path, adata, matrix)
+        genes, source = _gene_ids(path, var, gene_column)
+        _check_unique(path, genes, source)
+    return genes
+
+
+@contextmanager
+def _backed(path: Path):
+    """The file opened read-only in backed mode (closed on exit); bad files are one line."""
+    import anndata
+    import h5py
+
+    if not path.is_file():
+        raise CellInputError(f"{path}: no such .h5ad file")
+    if not h5py.is_hdf5(path):
+        raise CellInputError(f"{path}: not an HDF5/.h5ad file")
+    try:
+        adata = anndata.read_h5ad(path, backed="r")
+    except Exception as error:  # noqa: BLE001 - anndata raises many types for broken files
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CellInputError(f"{path}: not a readable .h5ad ({first})") from None
+    try:
+        yield adata
+    finally:
+        if adata.isbacked:
+            adata.file.close()
+
+
+def _matrix_and_var(path: Path, adata, matrix: str):
+    """``(X, var)`` of ``matrix`` ("X" or "raw"); an empty or missing matrix is an error."""
+    if matrix not in ("X", "raw"):
+        raise CellInputError(f"matrix must be 'X' or 'raw', got {matrix!r}")
+    if matrix == "raw":
+        if adata.raw is None:
+            raise CellInputError(f"{path}: matrix=raw but the file has no raw/X")
+        X, var = adata.raw.X, adata.raw.var
+    else:
+        X, var = adata.X, adata.var
+    if X is None:
+        raise CellInputError(f"{path}: the file has no expression matrix X")
+    if adata.n_obs == 0 or var.shape[0] == 0:
+        raise CellInputError(
+            f"{path}: empty ({adata.n_obs} cells x {var.shape[0]} genes); nothing to read"
+        )
+    return X, var
 
 
 def labelled_only(cells: CellMatrix, unusable: Sequence[str] = UNUSABLE_LABELS) -> CellMatrix:

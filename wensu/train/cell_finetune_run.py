@@ -75,6 +75,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "gene_column": None,
     "values": "auto",
     "gene_panel": "shared",
+    "panel_from": [],
     "min_genes": 100,
     "max_cells_per_file": None,
     "val_by": "donor",
@@ -136,6 +137,7 @@ def prepare(settings: Mapping[str, Any], run_dir: Path) -> Prepared:
             values=data["values"],
             min_genes=int(data["min_genes"]),
             max_cells_per_file=data["max_cells_per_file"],
+            panel_from=[str(p) for p in data["panel_from"] or []],
         )
         groups = labelled.groups if data["val_by"] == "donor" else labelled.files
         train_index, val_index, held = group_split(

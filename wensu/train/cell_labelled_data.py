@@ -4,7 +4,10 @@ Training files are user ``.h5ad`` paths (``path.h5ad:obs_column`` picks each fil
 column; :mod:`wensu.data.cell_inputs` reads and checks them). Genes are mapped to the pretrained
 checkpoint's vocabulary; with ``gene_panel: shared`` only genes measured by *every* training file
 are used (the panel travels in the classifier checkpoint, and annotation uses the same genes),
-so a class is never learnt from genes one file lacks.
+so a class is never learnt from genes one file lacks. ``panel_from`` narrows the panel further to
+the genes of the (unlabelled) files you will annotate -- only their gene lists are read -- so
+the classifier is trained on exactly the genes the query measures, as a baseline refitted on
+the genes a test file shares with the training files would be.
 
 Validation is split by group, never by random cells: ``val_by: donor`` holds out whole donors
 (a file without donor ids counts as one donor), ``val_by: file`` whole files; groups are taken in
@@ -37,6 +40,7 @@ from wensu.data.cell_inputs import (
     map_genes,
     parse_file_spec,
     read_cell_file,
+    read_cell_genes,
 )
 from wensu.model.cell_encoder import NUM_SPECIAL, select_genes
 from wensu.train.cell_datamodule import (
@@ -83,6 +87,7 @@ def load_labelled_tokens(
     values: str = "auto",
     min_genes: int = 100,
     max_cells_per_file: int | None = None,
+    panel_from: Sequence[str] = (),
 ) -> LabelledTokens:
     """Read, check and tokenise the training files (errors are :class:`CellInputError`)."""
     if not files:
@@ -103,6 +108,17 @@ def load_labelled_tokens(
         parts.append(cells.subset(keep))
     in_vocab = [set(p.genes) & set(vocab_ids) for p in parts]
     panel = set.intersection(*in_vocab) if gene_panel == "shared" else set.union(*in_vocab)
+    query_report = {}
+    for path in panel_from:
+        genes = read_cell_genes(path, gene_column=gene_column)
+        before = len(panel)
+        panel &= set(genes)
+        query_report[str(path)] = {"genes_in_file": len(genes), "panel_kept": len(panel)}
+        if len(panel) < max(min_genes, 1):
+            raise CellInputError(
+                f"{path}: only {len(panel)} of the {before} panel genes are in this "
+                f"panel_from file (minimum {min_genes}); check gene_column (symbols or Ensembl ids)"
+            )
     classes = sorted({str(c) for p in parts for c in p.labels})
     if len(classes) < 2:
         raise CellInputError(
@@ -112,6 +128,8 @@ def load_labelled_tokens(
     index = {c: i for i, c in enumerate(classes)}
     token_ids, token_values, labels, file_names, groups = [], [], [], [], []
     report: dict[str, Any] = {"files": {}, "gene_panel": gene_panel, "panel_genes": len(panel)}
+    if query_report:
+        report["panel_from"] = query_report
     for cells in parts:
         mapping = map_genes(cells, vocab_ids, min_genes=min_genes, allowed=panel)
         tokens = cell_tokens(cells, mapping)
