@@ -163,6 +163,10 @@ def test_minimum_gene_overlap_is_configurable(classifier, tmp_path):
         annotate(classifier, few, tmp_path / "a.h5ad", plot=False)
     report = annotate(classifier, few, tmp_path / "b.h5ad", min_genes=40, plot=False)
     assert report["genes"]["genes_mapped"] == 50
+    # A small share of the panel: the report says how to fine-tune on the file's own genes.
+    assert "data.panel_from=[" in report["panel_note"] and "few.h5ad" in report["panel_note"]
+    full = annotate(classifier, PBMC3K, tmp_path / "c.h5ad", plot=False)
+    assert "panel_note" not in full
 
 
 def test_checkpoints_of_the_wrong_kind_are_refused(classifier, tmp_path):

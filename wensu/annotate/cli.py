@@ -51,6 +51,8 @@ def _hydra_task(cfg: Any) -> None:
         f"-> {report['output']}",
         file=sys.stderr,
     )
+    if "panel_note" in report:
+        print(f"note: {report['panel_note']}", file=sys.stderr)
 
 
 def main() -> None:

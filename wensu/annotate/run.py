@@ -108,6 +108,11 @@ def embedding_plot(path: Path, embedding: np.ndarray, labels: np.ndarray, title:
     return path
 
 
+# Below this share of the classifier's panel found in the input, the report says how to
+# fine-tune for the input's own genes (what the Symphony benchmark file needs: 231 of 1,280).
+PANEL_COVERAGE_NOTE = 0.9
+
+
 def annotate(
     checkpoint: str | os.PathLike,
     input: str | os.PathLike,
@@ -152,6 +157,13 @@ def annotate(
         "predicted": {str(n): int(c) for n, c in zip(names, counts, strict=True)},
         "median_confidence": float(np.median(confidence)),
     }
+    coverage = predictions.mapping.overlap / max(len(info["panel"]), 1)
+    if coverage < PANEL_COVERAGE_NOTE:
+        report["panel_note"] = (
+            f"{spec.path.name} measures {coverage:.0%} of the classifier's gene panel; the missing "
+            "genes shift its input, so fine-tune a classifier on exactly the genes it measures "
+            f"(wensu-train experiment=cells_finetune 'data.panel_from=[{spec.path}]')"
+        )
     if cells.labels is not None:
         report["known_labels"] = {
             "column": spec.label_column,
