@@ -327,8 +327,8 @@ def report(work: Path, seeds: list[int], pretrain_log: Path | None) -> dict:
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
-            "note": "2 CPU cores shared with ~7 other jobs while this ran (load 5-9): wall "
-            "times are inflated, CPU seconds are the budget figure",
+            "note": "2 CPU cores, two runs at a time with 1 torch thread each; CPU seconds "
+            "are the budget figure",
         },
         "versions": {p: metadata.version(p) for p in ("torch", "scikit-learn", "numpy", "wensu")},
         "command": " ".join(sys.argv),
